@@ -210,7 +210,8 @@ mod tests {
         assert_eq!(p.run(Duration::from_secs(1), || 1).await, Ok(1));
     }
 
-    #[tokio::test]
+    // Multi-threaded: the test blocks its own thread on `started_rx` while the blocker runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_more_work() {
         let p = Arc::new(pool(1, 1));
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();

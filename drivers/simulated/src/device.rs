@@ -241,6 +241,7 @@ impl CaptureDevice for SimDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn spec(dir: &Path) -> SimSpec {
         SimSpec {

@@ -1,0 +1,30 @@
+# Installs the Debian packages the build needs, when they are missing (shared by the demo,
+# the test runner and CI). Runs apt-get only when something is absent.
+BUILD_PACKAGES=(build-essential pkg-config libusb-1.0-0-dev libudev-dev)
+# What the test suite needs beyond the build.
+TEST_PACKAGES=(udev acl)
+
+missing_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    echo "${missing[@]:-}"
+}
+
+ensure_packages() {
+    local missing
+    missing="$(missing_packages "$@")"
+    [[ -z "${missing// /}" ]] && return 0
+    echo "Installing Debian packages: $missing"
+    local sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+}
+
+ensure_build_packages() {
+    ensure_packages "${BUILD_PACKAGES[@]}"
+    command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+}
