@@ -529,7 +529,7 @@ impl Output {
         let decision = b["decision"].as_str().unwrap_or("?");
         match what {
             "verify" => println!(
-                "{}: {} (score {:.1}, threshold {:.1}, quality {:.2}, {:.0} ms){}",
+                "{}: {} (score {:.3}, threshold {:.3}, quality {:.2}, {:.0} ms){}",
                 b["subject"].as_str().unwrap_or("?"),
                 decision.to_uppercase(),
                 b["score"].as_f64().unwrap_or(0.0),
@@ -539,10 +539,10 @@ impl Output {
                 b["locked_until"].as_str().map(|u| format!("; subject LOCKED until {u}")).unwrap_or_default()
             ),
             _ => println!(
-                "{}{} (score {}, threshold {:.1}, {} templates searched, {:.0} ms)",
+                "{}{} (score {}, threshold {:.3}, {} templates searched, {:.0} ms)",
                 decision.to_uppercase(),
                 b["subject"].as_str().map(|s| format!(": {s}")).unwrap_or_default(),
-                b["score"].as_f64().map_or_else(|| "-".into(), |s| format!("{s:.1}")),
+                b["score"].as_f64().map_or_else(|| "-".into(), |s| format!("{s:.3}")),
                 b["threshold"].as_f64().unwrap_or(0.0),
                 b["gallery_size"],
                 b["duration_ms"].as_f64().unwrap_or(0.0)

@@ -159,8 +159,9 @@ fn sigkill_during_enrollment_leaves_a_consistent_store() {
             assert!(*count == 0 || *count == 3, "round {round}: {subject} has {count} templates: an enrollment is all or nothing");
         }
         let enrolled = per_subject.iter().filter(|(_, c)| *c == 3).count() as i64;
-        let events: i64 = db.query_row("SELECT COUNT(*) FROM outbox WHERE event_type = 'enrollment'", [], |r| r.get(0)).unwrap();
-        assert_eq!(events, enrolled, "round {round}: one enrollment event per completed enrollment");
+        // The audit entry is written in the enrollment's transaction: one per completed enrollment.
+        let audited: i64 = db.query_row("SELECT COUNT(*) FROM audit_log WHERE action = 'enroll'", [], |r| r.get(0)).unwrap();
+        assert_eq!(audited, enrolled, "round {round}: one audit entry per completed enrollment");
         drop(db);
 
         agent.spawn();

@@ -19,9 +19,15 @@ ensure_packages() {
     echo "Installing Debian packages: $missing"
     local sudo=""
     [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
-    $sudo apt-get update -qq
+    local log
+    log="$(mktemp /tmp/apg-apt.XXXXXX)"
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "apt-get could not install: $missing (log above)" >&2
+        return 1
+    fi
+    rm -f "$log"
 }
 
 ensure_build_packages() {

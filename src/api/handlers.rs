@@ -196,7 +196,9 @@ pub async fn enroll(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (lines_tx, lines_rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, std::convert::Infallible>>();
     let forward = lines_tx.clone();
-    tokio::spawn(async move {
+    // Progress lines go out before the final line: the forwarder ends when the enrollment drops
+    // its progress sender, and the final line waits for it.
+    let forwarder = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             let _ = forward.send(Ok(format!("{}\n", serde_json::to_string(&event).unwrap_or_default())));
         }
@@ -204,6 +206,7 @@ pub async fn enroll(
     let modality = req.modality;
     tokio::spawn(async move {
         let result = decision::enroll(&agent, &actor(&p), &reference, modality, source, Some(tx)).await;
+        let _ = forwarder.await;
         let line = match result {
             Ok(outcome) => serde_json::json!({ "event": "done", "result": outcome }),
             Err(e) => {

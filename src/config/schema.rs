@@ -11,12 +11,16 @@ use super::Problem;
 /// Keys whose value is a list of free-form records, checked by serde per item instead.
 const LIST_KEYS: &[&str] = &["devices.simulated"];
 
+/// Keys with a default value that may be set to null to switch the feature off.
+const NULLABLE_KEYS: &[&str] = &["api.listen"];
+
 /// Reports unknown keys and obviously wrong types in `user`, compared with `schema`.
 pub fn check_shape(user: &Value, schema: &Value, path: &str, problems: &mut Vec<Problem>) {
     match (user, schema) {
         (Value::Mapping(u), Value::Mapping(s)) => check_mapping(u, s, path, problems),
         (Value::Null, _) if path.is_empty() => {}
         (Value::Null, Value::Mapping(_)) => {} // an empty section keeps its defaults
+        (Value::Null, _) if NULLABLE_KEYS.contains(&path) => {}
         (_, Value::Null) => {} // optional value: serde checks its type
         (u, s) if LIST_KEYS.contains(&path) => {
             if !matches!(u, Value::Sequence(_)) {

@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::modality::Modality;
 
+pub mod fingerprint;
 
 /// Modalities this build has an engine for.
 pub fn available(modality: Modality) -> bool {
@@ -30,6 +31,7 @@ pub fn available_list() -> String {
 /// Loads the engine of a modality.
 pub fn load(modality: Modality) -> Result<Arc<dyn Engine>, EngineError> {
     match modality {
+        Modality::Fingerprint => Ok(Arc::new(fingerprint::FingerprintEngine::new())),
         other => Err(EngineError::Unavailable { modality: other }),
     }
 }

@@ -49,12 +49,13 @@ impl ChainReport {
     }
 }
 
-fn mac_of(key: &[u8; 32], prev_mac: &str, seq: i64, e: &AuditEntry) -> String {
+/// The MAC covers the detail exactly as stored: re-serialising parsed JSON need not give the
+/// same text (floats do not always round-trip), which would break an untouched chain.
+fn mac_of(key: &[u8; 32], prev_mac: &str, seq: i64, e: &AuditEntry, detail: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     let subject = e.subject_id.map(|s| s.to_string()).unwrap_or_default();
-    let detail = e.detail.to_string();
     // Length-prefix every field so that no two different entries encode alike.
-    for field in [prev_mac, &seq.to_string(), &e.id.to_string(), &e.created_at, &e.actor, &e.action, &subject, &detail] {
+    for field in [prev_mac, &seq.to_string(), &e.id.to_string(), &e.created_at, &e.actor, &e.action, &subject, detail] {
         mac.update(&(field.len() as u64).to_be_bytes());
         mac.update(field.as_bytes());
     }
@@ -84,7 +85,8 @@ pub fn append(tx: &Transaction<'_>, key: &[u8; 32], entry: &AuditEntry) -> Store
         Some((seq, mac)) => (seq + 1, mac),
         None => (1, GENESIS_MAC.to_string()),
     };
-    let mac = mac_of(key, &prev_mac, seq, entry);
+    let detail = entry.detail.to_string();
+    let mac = mac_of(key, &prev_mac, seq, entry, &detail);
     tx.execute(
         "INSERT INTO audit_log (seq, id, created_at, actor, action, subject_id, detail, prev_mac, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -95,7 +97,7 @@ pub fn append(tx: &Transaction<'_>, key: &[u8; 32], entry: &AuditEntry) -> Store
             entry.actor,
             entry.action,
             entry.subject_id.map(|s| s.to_string()),
-            entry.detail.to_string(),
+            detail,
             prev_mac,
             mac
         ],
@@ -116,6 +118,7 @@ pub fn verify(conn: &Connection, key: &[u8; 32]) -> StoreResult<ChainReport> {
     while let Some(row) = rows.next().map_err(sql)? {
         report.entries += 1;
         let seq: i64 = row.get(0).map_err(sql)?;
+        let detail_text: Option<String> = row.get(6).ok();
         let parsed = (|| -> Option<AuditEntry> {
             Some(AuditEntry {
                 id: Uuid::parse_str(&row.get::<_, String>(1).ok()?).ok()?,
@@ -126,14 +129,14 @@ pub fn verify(conn: &Connection, key: &[u8; 32]) -> StoreResult<ChainReport> {
                     Some(s) => Some(Uuid::parse_str(&s).ok()?),
                     None => None,
                 },
-                detail: serde_json::from_str(&row.get::<_, String>(6).ok()?).ok()?,
+                detail: serde_json::from_str(detail_text.as_deref()?).ok()?,
             })
         })();
         let prev_mac: String = row.get(7).map_err(sql)?;
         let mac: String = row.get(8).map_err(sql)?;
         let ok = seq == expected_seq
             && prev_mac == expected_prev
-            && parsed.is_some_and(|e| mac_of(key, &prev_mac, seq, &e) == mac);
+            && parsed.is_some_and(|e| mac_of(key, &prev_mac, seq, &e, detail_text.as_deref().unwrap_or_default()) == mac);
         if !ok {
             report.broken.push(seq);
         }
@@ -194,6 +197,19 @@ mod tests {
         }
         let report = store.read(|c| verify(c, &[1; 32])).unwrap();
         assert_eq!(report, ChainReport { entries: 3, broken: vec![] });
+    }
+
+    #[test]
+    fn scores_that_do_not_round_trip_through_json_keep_the_chain_intact() {
+        let (_dir, store) = temp_store();
+        // Scores are f32 widened to f64: such values need not re-serialise to the same text.
+        for score in [0.014080199413001537_f64, 0.21958205103874207, f64::from(0.1_f32), 1e-7] {
+            let mut e = entry("verify");
+            e.detail = serde_json::json!({ "score": score });
+            store.write(|tx| append(tx, &[1; 32], &e)).unwrap();
+        }
+        let report = store.read(|c| verify(c, &[1; 32])).unwrap();
+        assert!(report.intact(), "{report:?}");
     }
 
     #[test]

@@ -179,7 +179,8 @@ impl AgentProcess {
                 panic!("no {line:?} within {timeout:?}; got {:?}; log:\n{}", self.messages, self.log_text());
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("the agent exited ({status}) before {line:?}; notifications {:?}; stderr: {}; log:\n{}", self.messages, self.stderr(), self.log_text());
+                let stderr = self.stderr();
+                panic!("the agent exited ({status}) before {line:?}; notifications {:?}; stderr: {stderr}; log:\n{}", self.messages, self.log_text());
             }
             self.pump(Duration::from_millis(50));
         }
