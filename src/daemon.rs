@@ -211,10 +211,9 @@ async fn reload(agent: &Arc<Agent>, config_path: &Path, log: &LogHandle) {
 /// Pings the systemd watchdog while every loop is alive; a stuck loop stops the pings so that
 /// systemd restarts the agent.
 async fn watchdog(agent: Arc<Agent>, stop: watch::Receiver<bool>) {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    let Some(usec) = watchdog_usec() else {
         return stopped(stop).await;
-    }
+    };
     let period = Duration::from_micros(usec / 2);
     tracing::info!(period_ms = period.as_millis() as u64, "Watchdog enabled.");
     let mut reported = false;
@@ -232,6 +231,16 @@ async fn watchdog(agent: Arc<Agent>, stop: watch::Receiver<bool>) {
             tracing::error!(loops = ?stuck, "A loop is stuck; withholding the watchdog ping so that systemd restarts the agent.");
             reported = true;
         }
+    }
+}
+
+/// The watchdog interval systemd asks for, as `sd_watchdog_enabled(3)` reads it: `WATCHDOG_USEC`
+/// set and positive, and `WATCHDOG_PID`, when present, naming this process.
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok().filter(|u| *u > 0)?;
+    match std::env::var("WATCHDOG_PID") {
+        Ok(pid) if pid.trim().parse::<u32>().ok() != Some(std::process::id()) => None,
+        _ => Some(usec),
     }
 }
 

@@ -39,13 +39,13 @@ fn status_codes_of_the_local_api() {
     // 403: a viewer may read subjects but not verify; an operator may not create subjects.
     let reply = agent.api_request("GET", &format!("{PREFIX}/subjects"), None, Some(&viewer));
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "101_5")), Some(&viewer));
+    let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "101_6")), Some(&viewer));
     assert_eq!(reply.status, 403, "{}", reply.text);
     let reply = agent.api_request("POST", &format!("{PREFIX}/subjects"), Some(br#"{"external_id":"bob"}"#), Some(&operator));
     assert_eq!(reply.status, 403, "{}", reply.text);
 
     // 200: a genuine verification by the analyst is accepted.
-    let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "101_5")), Some(&analyst));
+    let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "101_6")), Some(&analyst));
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["decision"], "accepted", "{}", reply.text);
 
@@ -75,26 +75,27 @@ fn status_codes_of_the_local_api() {
     assert_eq!(reply.status, 413, "{}", reply.text);
 
     // 423: three impostor attempts lock alice; then even her own finger is refused.
-    for attempt in 1..=3 {
-        let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "105_1")), Some(&operator));
+    // Different impostors each time: the same image twice would be refused as a replay.
+    for (attempt, impostor) in ["105_1", "106_1", "107_1"].into_iter().enumerate() {
+        let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", impostor)), Some(&operator));
         assert_eq!(reply.status, 200, "attempt {attempt}: {}", reply.text);
         assert_eq!(reply.json["decision"], "rejected", "attempt {attempt}: {}", reply.text);
     }
-    let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "101_5")), Some(&operator));
+    let reply = agent.api_request("POST", &verify, Some(&verify_body("alice", "101_6")), Some(&operator));
     assert_eq!(reply.status, 423, "{}", reply.text);
 }
 
 #[test]
 fn a_lockout_survives_a_restart() {
     let mut agent = enrolled_agent();
-    for _ in 0..3 {
-        let reply = agent.verify_file("alice", &fvc("106_1"));
+    for impostor in ["104_1", "105_1", "106_1"] {
+        let reply = agent.verify_file("alice", &fvc(impostor));
         assert_eq!(reply.json["decision"], "rejected", "{}", reply.text);
     }
     assert!(agent.stop().success());
     agent.spawn();
     agent.wait_ready(std::time::Duration::from_secs(60));
-    let reply = agent.verify_file("alice", &fvc("101_5"));
+    let reply = agent.verify_file("alice", &fvc("101_6"));
     assert_eq!(reply.status, 423, "the lock must survive the restart: {}", reply.text);
 }
 
@@ -102,7 +103,7 @@ fn a_lockout_survives_a_restart() {
 fn api_keys_are_stored_only_as_hashes_and_never_logged() {
     let mut agent = enrolled_agent();
     let secret = agent.create_api_key("door-7", "operator");
-    let reply = agent.api_request("POST", &format!("{PREFIX}/verify"), Some(&verify_body("alice", "101_5")), Some(&secret));
+    let reply = agent.api_request("POST", &format!("{PREFIX}/verify"), Some(&verify_body("alice", "101_6")), Some(&secret));
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert!(agent.stop().success());
     for file in [agent.db.clone(), agent.db.with_extension("db-wal"), agent.log.clone()] {

@@ -61,7 +61,8 @@ fn a_stuck_capture_loop_stops_the_watchdog_pings() {
     agent.pump(Duration::from_millis(600));
     assert!(agent.messages.iter().any(|m| m == "WATCHDOG=1"), "pings while healthy");
 
-    // A capture on the wedged reader never returns; its loop overruns the capture timeout (2 s).
+    // A capture on the wedged reader never returns; its loop overruns its job limit (twice the
+    // 2 s capture timeout plus 2 s of grace) and is then stuck.
     let socket = agent.socket.clone();
     std::thread::spawn(move || {
         let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
@@ -69,7 +70,7 @@ fn a_stuck_capture_loop_stops_the_watchdog_pings() {
         let body = json!({ "modality": "fingerprint" }).to_string();
         let _ = common::http(stream, "POST", &format!("{PREFIX}/devices/wedged/test"), Some(body.as_bytes()), &[]);
     });
-    agent.pump(Duration::from_secs(4));
+    agent.pump(Duration::from_secs(7));
     let from = agent.messages.len();
     agent.pump(Duration::from_secs(2));
     let late = agent.messages[from..].iter().filter(|m| *m == "WATCHDOG=1").count();

@@ -116,18 +116,50 @@ pub fn load_str(
     }
     env::apply_overrides(&mut tree, &schema, vars, &mut problems);
     check_shape(&tree, &schema, "", &mut problems);
-    if !problems.is_empty() {
-        return Err(invalid(problems));
+    // To report every problem at once, a key found wrong takes its default and the checks go on.
+    for problem in &problems {
+        remove_path(&mut tree, &problem.path);
     }
-    // Every key absent from the file takes its documented default, per modality.
-    let tree = merged(&schema, &tree);
-    let mut config = deserialize_sections(&tree, &mut problems).ok_or_else(|| invalid(problems.clone()))?;
+    let mut config = None;
+    for _ in 0..MAX_TYPE_PASSES {
+        // Every key absent from the file takes its documented default, per modality.
+        let mut found = Vec::new();
+        config = deserialize_sections(&merged(&schema, &tree), &mut found);
+        if found.is_empty() {
+            break;
+        }
+        for problem in &found {
+            remove_path(&mut tree, &problem.path);
+        }
+        problems.extend(found);
+    }
+    let Some(mut config) = config else { return Err(invalid(problems)) };
     config.profile = Some(profile);
     validate::check(&config, &mut problems);
     if problems.is_empty() {
         Ok(config)
     } else {
         Err(invalid(problems))
+    }
+}
+
+/// Rounds of "drop the keys serde refused and deserialise again"; each round removes at least one.
+const MAX_TYPE_PASSES: usize = 16;
+
+/// Removes the key at a dotted `path` (a refused value falls back to its default).
+fn remove_path(tree: &mut Value, path: &str) {
+    let mut node = tree;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        let Value::Mapping(map) = node else { return };
+        if keys.peek().is_none() {
+            map.remove(key);
+            return;
+        }
+        match map.get_mut(key) {
+            Some(child) => node = child,
+            None => return,
+        }
     }
 }
 
