@@ -48,7 +48,7 @@ pub fn attack_score(leaves: &[f32]) -> f32 {
     }
     v.sort_by(f32::total_cmp);
     let n = v.len();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     } else {
         v[n / 2]
@@ -249,7 +249,7 @@ pub fn nir_skin_check(image: &RgbImage, detection: &Detection) -> Verdict {
     let std =
         (face.iter().map(|v| (v - face_mean).powi(2)).sum::<f32>() / face.len() as f32).sqrt();
     let contrast = face_mean / ring_mean.max(1.0);
-    let bright = face_mean >= 60.0 && face_mean <= 245.0;
+    let bright = (60.0..=245.0).contains(&face_mean);
     let stands_out = contrast >= 1.1;
     let textured = (8.0..=70.0).contains(&std);
     let live = bright && stands_out && textured;
