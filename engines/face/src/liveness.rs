@@ -350,7 +350,7 @@ mod tests {
         );
         let (screen, det) = ir_scene(20, 60, 2);
         assert!(!nir_skin_check(&screen, &det).live);
-        let (print, det) = ir_scene(150, 150, 20);
+        let (print, det) = ir_scene(130, 150, 20);
         assert!(
             !nir_skin_check(&print, &det).live,
             "a print is no brighter than its paper"
