@@ -1,6 +1,6 @@
 # Installs the Debian packages the build needs, when they are missing (shared by the demo,
 # the test runner and CI). Runs apt-get only when something is absent.
-BUILD_PACKAGES=(build-essential pkg-config libusb-1.0-0-dev libudev-dev)
+BUILD_PACKAGES=(build-essential pkg-config clang libclang-dev libusb-1.0-0-dev libudev-dev)
 # What the test suite needs beyond the build.
 TEST_PACKAGES=(udev acl)
 
