@@ -46,6 +46,9 @@ pub enum StartError {
 /// A gallery behind its lock.
 pub type SharedGallery = Arc<RwLock<Box<dyn Gallery>>>;
 
+/// The loaded engines, each with its gallery.
+type EngineTable = BTreeMap<Modality, (Arc<dyn Engine>, SharedGallery)>;
+
 /// Everything a running agent holds.
 pub struct Agent {
     config: RwLock<Arc<Config>>,
@@ -53,7 +56,7 @@ pub struct Agent {
     pub store: Arc<Store>,
     /// The key ring.
     pub vault: Arc<Vault>,
-    engines: RwLock<BTreeMap<Modality, (Arc<dyn Engine>, SharedGallery)>>,
+    engines: RwLock<EngineTable>,
     /// Capture devices.
     pub devices: Arc<DeviceManager>,
     /// Decision workers.
@@ -183,7 +186,7 @@ impl Agent {
         Ok(needs_restart)
     }
 
-    fn engines_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Modality, (Arc<dyn Engine>, SharedGallery)>> {
+    fn engines_read(&self) -> std::sync::RwLockReadGuard<'_, EngineTable> {
         self.engines.read().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -326,7 +326,7 @@ async fn devices(client: &Client, out: &Output, action: DeviceAction) -> anyhow:
             if devices.is_empty() {
                 println!("No devices. Plug a reader in, or configure devices.simulated.");
             }
-            println!("{:<20} {:<12} {:<20} {:<18} {:<40} {}", "ID", "DRIVER", "KIND", "STATE", "TRANSPORT", "CAPABILITIES");
+            println!("{:<20} {:<12} {:<20} {:<18} {:<40} CAPABILITIES", "ID", "DRIVER", "KIND", "STATE", "TRANSPORT");
             for d in devices {
                 let caps: Vec<&str> = d["capabilities"].as_object().map(|o| o.iter().filter(|(_, v)| **v == json!(true)).map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
                 let transport = d["transport"].as_object().map(|o| o.iter().filter(|(k, _)| *k != "type").map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect::<Vec<_>>().join(" ")).unwrap_or_default();

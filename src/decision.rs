@@ -831,7 +831,9 @@ async fn identify_inner(
         .ok_or_else(|| DecisionError::Invalid { field: "sample".into(), message: "no sample given".into() })?;
     let (policy, limit) = policy(agent, modality, Purpose::Verify);
     let max = max_candidates.clamp(1, 100);
-    let job = move || -> Result<(Processed, Vec<(Uuid, f64)>, usize), EngineError> {
+    // The processed probe, the candidates (subject, score) and the gallery size searched.
+    type Searched = (Processed, Vec<(Uuid, f64)>, usize);
+    let job = move || -> Result<Searched, EngineError> {
         let processed = engine.process(&sample, &policy)?;
         let g = gallery.read().unwrap_or_else(|p| p.into_inner());
         let hits = g.identify(&processed.template, max)?;

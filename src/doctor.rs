@@ -95,7 +95,7 @@ fn check_store(c: &Config) -> Finding {
     }
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
-            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+            let free = s.blocks_available() * s.fragment_size();
             if free < 100 << 20 {
                 bad("disk", format!("only {} MiB free on {}", free >> 20, dir.display()), "free disk space: decisions and enrollments need room in the store and its WAL")
             } else {

@@ -132,8 +132,8 @@ fn disk_check(db: &std::path::Path) -> Check {
     let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
-            let total = s.blocks() as u64 * s.fragment_size() as u64;
-            let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+            let total = s.blocks() * s.fragment_size();
+            let free = s.blocks_available() * s.fragment_size();
             let percent = if total == 0 { 0.0 } else { free as f64 * 100.0 / total as f64 };
             let detail = format!("{} MiB free ({percent:.1}%) on {}", free >> 20, dir.display());
             if free < 50 << 20 || percent < 1.0 {

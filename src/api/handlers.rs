@@ -217,11 +217,11 @@ pub async fn enroll(
         let _ = lines_tx.send(Ok(format!("{line}\n")));
     });
     let body = Body::from_stream(tokio_stream_from(lines_rx));
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(body)
-        .map_err(ApiError::internal)?)
+        .map_err(ApiError::internal)
 }
 
 fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures_core::Stream<Item = T> + Send {

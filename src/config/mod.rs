@@ -59,6 +59,7 @@ impl Profile {
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[derive(Default)]
 pub struct Config {
     /// Identity of this agent within its site.
     pub agent: AgentIdentity,
@@ -87,24 +88,6 @@ pub struct Config {
     pub profile: Option<Profile>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            agent: AgentIdentity::default(),
-            storage: Storage::default(),
-            keys: Keys::default(),
-            sync: Sync::default(),
-            biometric_engines: Engines::default(),
-            security: Security::default(),
-            performance: Performance::default(),
-            logging: Logging::default(),
-            monitoring: Monitoring::default(),
-            api: Api::default(),
-            devices: Devices::default(),
-            profile: None,
-        }
-    }
-}
 
 impl Config {
     /// Profile in effect; production when the config was built without [`load`].

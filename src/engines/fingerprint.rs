@@ -36,7 +36,7 @@ impl FingerprintEngine {
     pub fn new() -> Self {
         Self {
             extractor: fp::Extractor::new(fp::ExtractorConfig::default()),
-            matcher: fp::Matcher::default(),
+            matcher: fp::Matcher,
             replay: Mutex::new(fp::ReplayDetector::new(REPLAY_MEMORY)),
         }
     }
