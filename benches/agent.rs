@@ -41,7 +41,7 @@ fn main() {
     let options = Options {
         reader_files: vec![fvc("101_1"), fvc("101_2"), fvc("101_3")],
         extra_yaml: "biometric_engines:\n  fingerprint: {enroll_captures: 3, anti_spoofing: false}\n\
-                     security: {max_failed_attempts: 1000000}\n"
+                     security: {max_failed_attempts: 100}\n"
             .into(),
         ..Options::default()
     };
