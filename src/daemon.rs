@@ -119,6 +119,8 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
         tokio::spawn(housekeeping(agent.clone(), stop_rx.clone())),
     ];
 
+    // Handlers go in before READY=1: a stop requested the moment we are ready must be clean.
+    let stop_signals = StopSignals::install()?;
     let ready = format!(
         "Ready: {} device(s), modalities {}",
         agent.devices.list().len(),
@@ -127,7 +129,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
     notify(&[NotifyState::Ready, NotifyState::Status(&ready)]);
     tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "Agent ready.");
 
-    signals(&agent, &config_path, &log).await?;
+    signals(stop_signals, &agent, &config_path, &log).await;
 
     // Stopping: refuse new work, cancel captures, let running decisions finish, flush.
     notify(&[NotifyState::Stopping, NotifyState::Status("Stopping")]);
@@ -168,16 +170,30 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The signals the daemon answers, registered once.
+struct StopSignals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Waits for signals: SIGHUP reloads, SIGTERM or SIGINT returns (stop).
-async fn signals(agent: &Arc<Agent>, config_path: &Path, log: &LogHandle) -> anyhow::Result<()> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+async fn signals(mut s: StopSignals, agent: &Arc<Agent>, config_path: &Path, log: &LogHandle) {
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(agent, config_path, log).await,
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = s.hup.recv() => reload(agent, config_path, log).await,
+            _ = s.term.recv() => return,
+            _ = s.int.recv() => return,
         }
     }
 }
