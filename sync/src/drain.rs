@@ -121,15 +121,16 @@ impl SyncTask {
             apg_wire::time::now(),
         );
         let options = config::mqtt_options(&self.config, will.to_json(), topics.status())?;
-        let (status_tx, status_rx) = watch::channel(SyncStatus {
+        let initial = SyncStatus {
             outbox_limit: self.config.outbox_limit,
             ..SyncStatus::default()
-        });
+        };
+        let (status_tx, status_rx) = watch::channel(initial.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let notify = Arc::new(Notify::new());
         let drain = Drain {
             broker: self.config.broker_url.clone(),
-            stats: status_tx.borrow().clone(),
+            stats: initial,
             config: self.config,
             topics,
             options,
