@@ -120,7 +120,11 @@ impl Writer {
 
     /// Inserts a batch in one transaction; events already present are counted as duplicates
     /// and otherwise ignored. On error nothing is committed.
-    pub async fn write(&mut self, client: &mut Client, events: &[Event]) -> anyhow::Result<Outcome> {
+    pub async fn write(
+        &mut self,
+        client: &mut Client,
+        events: &[Event],
+    ) -> anyhow::Result<Outcome> {
         let mut out = Outcome::default();
         let tx = client.transaction().await?;
         for e in events {
@@ -192,7 +196,16 @@ impl Writer {
             let payload = serde_json::to_value(e)?;
             tx.execute(
                 &ins_audit,
-                &[&e.event_id, &user, &modality, &e.site, &e.agent, &kind, &payload, &e.occurred_at],
+                &[
+                    &e.event_id,
+                    &user,
+                    &modality,
+                    &e.site,
+                    &e.agent,
+                    &kind,
+                    &payload,
+                    &e.occurred_at,
+                ],
             )
             .await?;
             match &e.body {
@@ -280,7 +293,12 @@ impl Writer {
 }
 
 /// Records a message the hub cannot use, with the reason.
-pub async fn dead_letter(client: &Client, topic: &str, payload: &[u8], reason: &str) -> anyhow::Result<()> {
+pub async fn dead_letter(
+    client: &Client,
+    topic: &str,
+    payload: &[u8],
+    reason: &str,
+) -> anyhow::Result<()> {
     client
         .execute(
             "INSERT INTO biometric.dead_letters (topic, payload, reason) VALUES ($1, $2, $3)",

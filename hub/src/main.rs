@@ -11,13 +11,18 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use apg_wire::{topic, Event, ParsedTopic};
 use clap::Parser;
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 
 use crate::{config::HubConfig, metrics::Metrics};
 
 #[derive(Parser)]
-#[command(version, about = "apg-biometric hub: MQTT events into PostgreSQL, template distribution")]
+#[command(
+    version,
+    about = "apg-biometric hub: MQTT events into PostgreSQL, template distribution"
+)]
 struct Args {
     /// Path of hub.yaml.
     #[arg(long)]
@@ -59,7 +64,9 @@ fn mqtt_options(config: &HubConfig) -> anyhow::Result<MqttOptions> {
             client_key_file: config.mqtt.client_key_file.clone().unwrap_or_default(),
         };
         let tls = apg_sync::tls::client_config(&files)?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
     }
     Ok(options)
 }
@@ -98,7 +105,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     poll_metrics.mqtt_connected.set(1);
                     // Subscribe on every connection: a restarted broker (Mosquitto 2.0.11) may
                     // have forgotten the shared subscription even with session_present.
-                    if let Err(e) = poll_client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                    if let Err(e) = poll_client
+                        .subscribe(filter.clone(), QoS::AtLeastOnce)
+                        .await
+                    {
                         tracing::warn!(error = %e, "cannot queue the subscription");
                     }
                 }
@@ -173,7 +183,9 @@ async fn consume(
         for p in &batch {
             match decode(p) {
                 Ok(e) => {
-                    let lag = (chrono::Utc::now() - e.occurred_at).num_milliseconds().max(0);
+                    let lag = (chrono::Utc::now() - e.occurred_at)
+                        .num_milliseconds()
+                        .max(0);
                     metrics.lag_seconds.observe(lag as f64 / 1000.0);
                     events.push(e)
                 }
@@ -204,7 +216,9 @@ async fn consume(
                     if pg.is_closed() {
                         match db::connect(&config.postgres.url).await {
                             Ok(c) => pg = c,
-                            Err(e) => tracing::debug!(error = %format!("{e:#}"), "PostgreSQL still down"),
+                            Err(e) => {
+                                tracing::debug!(error = %format!("{e:#}"), "PostgreSQL still down")
+                            }
                         }
                     }
                 }
@@ -222,20 +236,35 @@ async fn consume(
         }
         for t in &outcome.templates {
             client
-                .publish(topic::template(&t.site, t.subject_id, t.template_id), QoS::AtLeastOnce, true, t.to_json())
+                .publish(
+                    topic::template(&t.site, t.subject_id, t.template_id),
+                    QoS::AtLeastOnce,
+                    true,
+                    t.to_json(),
+                )
                 .await
                 .context("cannot queue a template for distribution")?;
             metrics.distributed.inc();
         }
         for (d, removed) in &outcome.deletions {
             client
-                .publish(topic::deletion(&d.site, d.subject_id), QoS::AtLeastOnce, true, d.to_json())
+                .publish(
+                    topic::deletion(&d.site, d.subject_id),
+                    QoS::AtLeastOnce,
+                    true,
+                    d.to_json(),
+                )
                 .await
                 .context("cannot queue a deletion for distribution")?;
             for template_id in removed {
                 // Clear the retained template so agents joining later do not import it.
                 client
-                    .publish(topic::template(&d.site, d.subject_id, *template_id), QoS::AtLeastOnce, true, Vec::new())
+                    .publish(
+                        topic::template(&d.site, d.subject_id, *template_id),
+                        QoS::AtLeastOnce,
+                        true,
+                        Vec::new(),
+                    )
                     .await
                     .context("cannot queue the removal of a retained template")?;
             }

@@ -40,20 +40,50 @@ impl Metrics {
                 "apg_hub_lag_seconds",
                 "Time from the decision at the agent to its arrival at the hub",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+            ]),
         )
         .unwrap_or_else(|e| panic!("metric lag: {e}"));
         registry
             .register(Box::new(lag_seconds.clone()))
             .unwrap_or_else(|e| panic!("metric lag: {e}"));
         Self {
-            messages_in: counter(&registry, "apg_hub_messages_in_total", "MQTT messages received"),
-            inserted: counter(&registry, "apg_hub_events_inserted_total", "Events inserted into PostgreSQL"),
-            duplicates: counter(&registry, "apg_hub_events_duplicate_total", "Redelivered events dropped by event id"),
-            dead_letters: counter(&registry, "apg_hub_dead_letters_total", "Messages written to biometric.dead_letters"),
-            distributed: counter(&registry, "apg_hub_distributed_total", "Templates and deletions published to sites"),
-            mqtt_connected: gauge(&registry, "apg_hub_mqtt_connected", "1 when connected to the broker"),
-            postgres_up: gauge(&registry, "apg_hub_postgres_up", "1 when the last PostgreSQL write succeeded"),
+            messages_in: counter(
+                &registry,
+                "apg_hub_messages_in_total",
+                "MQTT messages received",
+            ),
+            inserted: counter(
+                &registry,
+                "apg_hub_events_inserted_total",
+                "Events inserted into PostgreSQL",
+            ),
+            duplicates: counter(
+                &registry,
+                "apg_hub_events_duplicate_total",
+                "Redelivered events dropped by event id",
+            ),
+            dead_letters: counter(
+                &registry,
+                "apg_hub_dead_letters_total",
+                "Messages written to biometric.dead_letters",
+            ),
+            distributed: counter(
+                &registry,
+                "apg_hub_distributed_total",
+                "Templates and deletions published to sites",
+            ),
+            mqtt_connected: gauge(
+                &registry,
+                "apg_hub_mqtt_connected",
+                "1 when connected to the broker",
+            ),
+            postgres_up: gauge(
+                &registry,
+                "apg_hub_postgres_up",
+                "1 when the last PostgreSQL write succeeded",
+            ),
             lag_seconds,
             registry,
         }
@@ -90,7 +120,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) {
                 "/health" => {
                     let mqtt = metrics.mqtt_connected.get() == 1;
                     let pg = metrics.postgres_up.get() == 1;
-                    let status = if mqtt && pg { "200 OK" } else { "503 Service Unavailable" };
+                    let status = if mqtt && pg {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
                     (
                         status,
                         "application/json",
