@@ -625,7 +625,9 @@ impl Drain {
                 && client.disconnect().await.is_ok();
             let deadline = tokio::time::sleep(Duration::from_secs(3));
             tokio::pin!(deadline);
+            #[allow(clippy::while_immutable_condition)]
             while queued {
+                // Ends on the deadline, the DISCONNECT going out, or the connection closing.
                 tokio::select! {
                     _ = &mut deadline => break,
                     polled = rx.recv() => match polled {

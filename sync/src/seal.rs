@@ -493,7 +493,8 @@ mod tests {
     #[test]
     fn changing_any_bound_field_makes_the_template_fail_to_open() {
         let sealed = seal_template(&keys(), &meta(), b"minutiae bytes");
-        let alterations: Vec<(&str, Box<dyn Fn(&mut SealedTemplate)>)> = vec![
+        type Alteration<'a> = (&'a str, Box<dyn Fn(&mut SealedTemplate)>);
+        let alterations: Vec<Alteration> = vec![
             ("template id", Box::new(|s| s.template_id = Uuid::now_v7())),
             ("subject id", Box::new(|s| s.subject_id = Uuid::now_v7())),
             ("modality", Box::new(|s| s.modality = Modality::Face)),
