@@ -122,7 +122,9 @@ pub enum SyncConfigError {
         source: apg_wire::TopicError,
     },
     /// `mqtts://` without certificates.
-    #[error("sync.tls: mqtts:// needs ca_file, client_cert_file and client_key_file for mutual TLS")]
+    #[error(
+        "sync.tls: mqtts:// needs ca_file, client_cert_file and client_key_file for mutual TLS"
+    )]
     TlsMissing,
     /// A certificate or key file that cannot be used.
     #[error(transparent)]
@@ -188,9 +190,14 @@ pub(crate) fn mqtt_options(
     last_will_payload: Vec<u8>,
     status_topic: String,
 ) -> Result<MqttOptions, SyncConfigError> {
-    validate_name("site", &config.site).map_err(|source| SyncConfigError::Name { key: "site", source })?;
-    validate_name("agent", &config.agent)
-        .map_err(|source| SyncConfigError::Name { key: "agent", source })?;
+    validate_name("site", &config.site).map_err(|source| SyncConfigError::Name {
+        key: "site",
+        source,
+    })?;
+    validate_name("agent", &config.agent).map_err(|source| SyncConfigError::Name {
+        key: "agent",
+        source,
+    })?;
     if config.max_in_flight == 0 {
         return Err(SyncConfigError::OutOfRange {
             key: "max_in_flight",
@@ -219,17 +226,29 @@ pub(crate) fn mqtt_options(
         .set_keep_alive(config.keep_alive)
         // rumqttc numbers packets up to this; keep it above our window so a packet id is
         // never reused while its publish still waits for a PUBACK.
-        .set_inflight(config.max_in_flight.saturating_mul(2).max(config.max_in_flight))
+        .set_inflight(
+            config
+                .max_in_flight
+                .saturating_mul(2)
+                .max(config.max_in_flight),
+        )
         .set_max_packet_size(config.max_message_bytes, config.max_message_bytes)
         .set_manual_acks(true)
-        .set_last_will(LastWill::new(status_topic, last_will_payload, QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(
+            status_topic,
+            last_will_payload,
+            QoS::AtLeastOnce,
+            true,
+        ));
     if let Some(c) = &config.credentials {
         options.set_credentials(c.username.clone(), c.password.clone());
     }
     if address.tls {
         let files = config.tls.as_ref().ok_or(SyncConfigError::TlsMissing)?;
         let client_config = tls::client_config(files)?;
-        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(client_config))));
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
+            client_config,
+        ))));
     }
     Ok(options)
 }
@@ -245,7 +264,10 @@ mod tests {
     #[test]
     fn mqtts_defaults_to_port_8883() {
         let a = parse_broker_url(&config("mqtts://broker.local")).unwrap();
-        assert_eq!((a.host.as_str(), a.port, a.tls), ("broker.local", 8883, true));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls),
+            ("broker.local", 8883, true)
+        );
     }
 
     #[test]
@@ -270,7 +292,9 @@ mod tests {
 
     #[test]
     fn other_schemes_are_refused_with_the_key_name() {
-        let err = parse_broker_url(&config("http://b")).unwrap_err().to_string();
+        let err = parse_broker_url(&config("http://b"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("sync.broker_url"), "{err}");
     }
 

@@ -17,7 +17,9 @@ use std::{
 use apg_wire::{
     AgentState, AgentTopics, Command, CommandAction, Event, EventType, Status, WIRE_VERSION,
 };
-use rumqttc::{AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, Outgoing, Packet, Publish, QoS,
+};
 use tokio::{
     sync::{mpsc, watch, Notify},
     task::JoinHandle,
@@ -121,15 +123,16 @@ impl SyncTask {
             apg_wire::time::now(),
         );
         let options = config::mqtt_options(&self.config, will.to_json(), topics.status())?;
-        let (status_tx, status_rx) = watch::channel(SyncStatus {
+        let initial = SyncStatus {
             outbox_limit: self.config.outbox_limit,
             ..SyncStatus::default()
-        });
+        };
+        let (status_tx, status_rx) = watch::channel(initial.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let notify = Arc::new(Notify::new());
         let drain = Drain {
             broker: self.config.broker_url.clone(),
-            stats: status_tx.borrow().clone(),
+            stats: initial,
             config: self.config,
             topics,
             options,
@@ -211,14 +214,12 @@ async fn blocking<T: Send + 'static>(
     operation: &'static str,
     f: impl FnOnce() -> Result<T, OutboxError> + Send + 'static,
 ) -> Result<T, OutboxError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(OutboxError {
-                operation,
-                message: format!("the store call panicked or was cancelled: {e}"),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(OutboxError {
+            operation,
+            message: format!("the store call panicked or was cancelled: {e}"),
         })
+    })
 }
 
 fn store_failure(detail: String) -> SessionEnd {
@@ -300,7 +301,9 @@ impl Drain {
                 Ok(()) => loop {
                     match rx.try_recv() {
                         Ok(polled) => {
-                            if let Err(end) = self.on_polled(Some(polled), client, &mut s, log).await {
+                            if let Err(end) =
+                                self.on_polled(Some(polled), client, &mut s, log).await
+                            {
                                 break Err(end);
                             }
                         }
@@ -333,7 +336,10 @@ impl Drain {
         let event = match polled {
             Some(Ok(event)) => event,
             Some(Err(error)) => {
-                return Err(SessionEnd::Failed(SyncFailure::classify(&error, s.connected), s.connected))
+                return Err(SessionEnd::Failed(
+                    SyncFailure::classify(&error, s.connected),
+                    s.connected,
+                ))
             }
             None => {
                 return Err(SessionEnd::Failed(
@@ -353,8 +359,14 @@ impl Drain {
                 self.stats.connections += 1;
                 self.stats.last_failure = None;
                 let lost = |e: rumqttc::ClientError| lost_client(e, true);
-                for filter in [self.topics.templates_filter(), self.topics.commands_filter()] {
-                    client.subscribe(filter, QoS::AtLeastOnce).await.map_err(lost)?;
+                for filter in [
+                    self.topics.templates_filter(),
+                    self.topics.commands_filter(),
+                ] {
+                    client
+                        .subscribe(filter, QoS::AtLeastOnce)
+                        .await
+                        .map_err(lost)?;
                 }
                 self.publish_online(client, s).await?;
             }
@@ -367,15 +379,24 @@ impl Drain {
             MqttEvent::Incoming(Packet::PubAck(ack)) => match s.in_flight.remove(&ack.pkid) {
                 Some(Sent::Event(id)) => s.acked.push(id),
                 Some(Sent::Status) => {}
-                None => tracing::debug!(pkid = ack.pkid, "PUBACK for a publish of an earlier connection."),
+                None => tracing::debug!(
+                    pkid = ack.pkid,
+                    "PUBACK for a publish of an earlier connection."
+                ),
             },
-            MqttEvent::Incoming(Packet::Publish(publish)) => self.on_delivery(client, s, publish).await?,
+            MqttEvent::Incoming(Packet::Publish(publish)) => {
+                self.on_delivery(client, s, publish).await?
+            }
             _ => {}
         }
         Ok(())
     }
 
-    async fn publish_online(&mut self, client: &AsyncClient, s: &mut Session) -> Result<(), SessionEnd> {
+    async fn publish_online(
+        &mut self,
+        client: &AsyncClient,
+        s: &mut Session,
+    ) -> Result<(), SessionEnd> {
         let online = Status::new(
             &self.config.site,
             &self.config.agent,
@@ -383,7 +404,12 @@ impl Drain {
             apg_wire::time::now(),
         );
         client
-            .publish(self.topics.status(), QoS::AtLeastOnce, true, online.to_json())
+            .publish(
+                self.topics.status(),
+                QoS::AtLeastOnce,
+                true,
+                online.to_json(),
+            )
             .await
             .map_err(|e| lost_client(e, true))?;
         s.awaiting_pkid.push_back(Sent::Status);
@@ -409,7 +435,13 @@ impl Drain {
                 let sink = self.sink.clone();
                 let subject = deletion.subject_id;
                 let r = run_sink(move || sink.delete_subject(&deletion)).await;
-                self.sink_result(r, "Subject deleted as distributed.", &topic, subject, subject)?
+                self.sink_result(
+                    r,
+                    "Subject deleted as distributed.",
+                    &topic,
+                    subject,
+                    subject,
+                )?
             }
             Inbound::Command(command) => {
                 tracing::info!(command_id = %command.command_id, action = command.action.as_str(), "Command received from the hub.");
@@ -418,7 +450,10 @@ impl Drain {
                 }
                 if let Some(tx) = &self.commands {
                     if tx.try_send(command).is_err() {
-                        tracing::warn!(topic, "Command dropped: the agent is not reading commands.");
+                        tracing::warn!(
+                            topic,
+                            "Command dropped: the agent is not reading commands."
+                        );
                     }
                 }
                 false
@@ -428,7 +463,11 @@ impl Drain {
                 false
             }
             Inbound::Refuse(reason) => {
-                tracing::warn!(topic, reason, "Distributed message refused; nothing was imported.");
+                tracing::warn!(
+                    topic,
+                    reason,
+                    "Distributed message refused; nothing was imported."
+                );
                 self.stats.templates_refused += 1;
                 false
             }
@@ -496,7 +535,9 @@ impl Drain {
                 }
                 s.queued.extend(batch);
             }
-            let Some(row) = s.queued.pop_front() else { break };
+            let Some(row) = s.queued.pop_front() else {
+                break;
+            };
             s.cursor = Some(row.seq);
             let topic = self.topics.event(row.event_type());
             let event = Event {
@@ -532,16 +573,26 @@ impl Drain {
             self.stats.outbox_over_limit = true;
             for event_type in EventType::ALL.into_iter().filter(|t| !t.is_record()) {
                 let outbox = self.outbox.clone();
-                let n = blocking("discard superseded events", move || outbox.discard_superseded(event_type))
-                    .await
-                    .map_err(|e| store_failure(e.to_string()))?;
+                let n = blocking("discard superseded events", move || {
+                    outbox.discard_superseded(event_type)
+                })
+                .await
+                .map_err(|e| store_failure(e.to_string()))?;
                 if n > 0 {
                     self.stats.discarded += n;
-                    tracing::warn!(event_type = event_type.as_str(), discarded = n, "Discarded superseded events from the full outbox.");
+                    tracing::warn!(
+                        event_type = event_type.as_str(),
+                        discarded = n,
+                        "Discarded superseded events from the full outbox."
+                    );
                 }
             }
         } else if self.stats.outbox_over_limit {
-            tracing::info!(depth = depth.events, limit, "Outbox is back under its limit.");
+            tracing::info!(
+                depth = depth.events,
+                limit,
+                "Outbox is back under its limit."
+            );
             self.stats.outbox_over_limit = false;
         }
         Ok(())
@@ -563,13 +614,20 @@ impl Drain {
                 apg_wire::time::now(),
             );
             let queued = client
-                .publish(self.topics.status(), QoS::AtLeastOnce, true, offline.to_json())
+                .publish(
+                    self.topics.status(),
+                    QoS::AtLeastOnce,
+                    true,
+                    offline.to_json(),
+                )
                 .await
                 .is_ok()
                 && client.disconnect().await.is_ok();
             let deadline = tokio::time::sleep(Duration::from_secs(3));
             tokio::pin!(deadline);
+            #[allow(clippy::while_immutable_condition)]
             while queued {
+                // Ends on the deadline, the DISCONNECT going out, or the connection closing.
                 tokio::select! {
                     _ = &mut deadline => break,
                     polled = rx.recv() => match polled {
@@ -594,10 +652,14 @@ impl Drain {
     }
 }
 
-async fn run_sink(f: impl FnOnce() -> Result<(), SinkError> + Send + 'static) -> Result<(), SinkError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(SinkError::Unavailable(format!("the store call panicked: {e}"))))
+async fn run_sink(
+    f: impl FnOnce() -> Result<(), SinkError> + Send + 'static,
+) -> Result<(), SinkError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SinkError::Unavailable(format!(
+            "the store call panicked: {e}"
+        )))
+    })
 }
 
 fn lost_client(error: rumqttc::ClientError, connected: bool) -> SessionEnd {

@@ -49,7 +49,10 @@ impl FailureKind {
     pub fn needs_operator(self) -> bool {
         !matches!(
             self,
-            Self::BrokerUnreachable | Self::ConnectionLost | Self::Protocol | Self::StoreUnavailable
+            Self::BrokerUnreachable
+                | Self::ConnectionLost
+                | Self::Protocol
+                | Self::StoreUnavailable
         )
     }
 
@@ -143,7 +146,12 @@ fn classify_kind(error: &ConnectionError, was_connected: bool) -> FailureKind {
         if !was_connected
             && matches!(
                 io.kind(),
-                ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable | NotFound | AddrNotAvailable
+                ConnectionRefused
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | NotFound
+                    | AddrNotAvailable
             )
         {
             return FailureKind::BrokerUnreachable;
@@ -267,33 +275,53 @@ mod tests {
     #[test]
     fn an_expired_broker_certificate_is_named() {
         let e = wrapped(rustls::Error::InvalidCertificate(CertificateError::Expired));
-        assert_eq!(SyncFailure::classify(&e, false).kind, FailureKind::ServerCertificateExpired);
+        assert_eq!(
+            SyncFailure::classify(&e, false).kind,
+            FailureKind::ServerCertificateExpired
+        );
     }
 
     #[test]
     fn an_unknown_issuer_is_an_unknown_ca() {
-        let e = wrapped(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
-        assert_eq!(SyncFailure::classify(&e, false).kind, FailureKind::UnknownCa);
+        let e = wrapped(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(
+            SyncFailure::classify(&e, false).kind,
+            FailureKind::UnknownCa
+        );
     }
 
     #[test]
     fn an_unknown_ca_alert_from_the_broker_means_our_certificate_was_refused() {
         let e = wrapped(rustls::Error::AlertReceived(AlertDescription::UnknownCA));
-        assert_eq!(SyncFailure::classify(&e, false).kind, FailureKind::ClientCertificateRefused);
+        assert_eq!(
+            SyncFailure::classify(&e, false).kind,
+            FailureKind::ClientCertificateRefused
+        );
     }
 
     #[test]
     fn connack_codes_map_to_credentials_and_authorization() {
         let bad = ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword);
-        assert_eq!(SyncFailure::classify(&bad, false).kind, FailureKind::BadCredentials);
+        assert_eq!(
+            SyncFailure::classify(&bad, false).kind,
+            FailureKind::BadCredentials
+        );
         let na = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
-        assert_eq!(SyncFailure::classify(&na, false).kind, FailureKind::NotAuthorized);
+        assert_eq!(
+            SyncFailure::classify(&na, false).kind,
+            FailureKind::NotAuthorized
+        );
     }
 
     #[test]
     fn a_refused_tcp_connection_is_an_unreachable_broker() {
         let e = ConnectionError::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
-        assert_eq!(SyncFailure::classify(&e, false).kind, FailureKind::BrokerUnreachable);
+        assert_eq!(
+            SyncFailure::classify(&e, false).kind,
+            FailureKind::BrokerUnreachable
+        );
         assert!(!FailureKind::BrokerUnreachable.needs_operator());
     }
 }

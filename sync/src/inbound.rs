@@ -25,7 +25,11 @@ pub(crate) fn classify(topic: &str, payload: &[u8], agent: &str, keys: &SiteKeyr
         Err(e) => return Inbound::Refuse(e.to_string()),
     };
     match parsed {
-        ParsedTopic::Template { site, subject_id, template_id } => {
+        ParsedTopic::Template {
+            site,
+            subject_id,
+            template_id,
+        } => {
             if payload.is_empty() {
                 return Inbound::Ignore("cleared retained template");
             }
@@ -33,7 +37,10 @@ pub(crate) fn classify(topic: &str, payload: &[u8], agent: &str, keys: &SiteKeyr
                 Ok(s) => s,
                 Err(e) => return Inbound::Refuse(e.to_string()),
             };
-            if sealed.site != site || sealed.subject_id != subject_id || sealed.template_id != template_id {
+            if sealed.site != site
+                || sealed.subject_id != subject_id
+                || sealed.template_id != template_id
+            {
                 return Inbound::Refuse(format!(
                     "template {} of subject {} arrived on the topic of template {template_id} of subject {subject_id}",
                     sealed.template_id, sealed.subject_id
@@ -44,7 +51,9 @@ pub(crate) fn classify(topic: &str, payload: &[u8], agent: &str, keys: &SiteKeyr
             }
             match seal::open_template(keys, &sealed) {
                 Ok(opened) => Inbound::Import(opened),
-                Err(e) => Inbound::Refuse(format!("template {template_id} of subject {subject_id}: {e}")),
+                Err(e) => Inbound::Refuse(format!(
+                    "template {template_id} of subject {subject_id}: {e}"
+                )),
             }
         }
         ParsedTopic::Deletion { site, subject_id } => {
@@ -69,12 +78,12 @@ pub(crate) fn classify(topic: &str, payload: &[u8], agent: &str, keys: &SiteKeyr
                 Err(e) => Inbound::Refuse(format!("deletion of subject {subject_id}: {e}")),
             }
         }
-        ParsedTopic::Command { agent: to, action, .. } if to == agent => {
-            match Command::decode(payload, &action) {
-                Ok(c) => Inbound::Command(c),
-                Err(e) => Inbound::Refuse(e.to_string()),
-            }
-        }
+        ParsedTopic::Command {
+            agent: to, action, ..
+        } if to == agent => match Command::decode(payload, &action) {
+            Ok(c) => Inbound::Command(c),
+            Err(e) => Inbound::Refuse(e.to_string()),
+        },
         _ => Inbound::Refuse(format!("topic {topic:?} is not for this agent")),
     }
 }
@@ -110,14 +119,20 @@ mod tests {
     fn a_template_from_another_agent_is_imported() {
         let s = sealed_from("kiosk-a");
         let t = topic::template("hq", s.subject_id, s.template_id);
-        assert!(matches!(classify(&t, &s.to_json(), "kiosk-b", &keys()), Inbound::Import(_)));
+        assert!(matches!(
+            classify(&t, &s.to_json(), "kiosk-b", &keys()),
+            Inbound::Import(_)
+        ));
     }
 
     #[test]
     fn our_own_template_coming_back_is_ignored() {
         let s = sealed_from("kiosk-b");
         let t = topic::template("hq", s.subject_id, s.template_id);
-        assert!(matches!(classify(&t, &s.to_json(), "kiosk-b", &keys()), Inbound::Ignore(_)));
+        assert!(matches!(
+            classify(&t, &s.to_json(), "kiosk-b", &keys()),
+            Inbound::Ignore(_)
+        ));
     }
 
     #[test]
@@ -136,12 +151,18 @@ mod tests {
     fn a_template_moved_to_another_subjects_topic_is_refused() {
         let s = sealed_from("kiosk-a");
         let t = topic::template("hq", Uuid::now_v7(), s.template_id);
-        assert!(matches!(classify(&t, &s.to_json(), "kiosk-b", &keys()), Inbound::Refuse(_)));
+        assert!(matches!(
+            classify(&t, &s.to_json(), "kiosk-b", &keys()),
+            Inbound::Refuse(_)
+        ));
     }
 
     #[test]
     fn garbage_on_the_template_topic_is_refused() {
         let t = topic::template("hq", Uuid::now_v7(), Uuid::now_v7());
-        assert!(matches!(classify(&t, b"{not json", "kiosk-b", &keys()), Inbound::Refuse(_)));
+        assert!(matches!(
+            classify(&t, b"{not json", "kiosk-b", &keys()),
+            Inbound::Refuse(_)
+        ));
     }
 }

@@ -37,9 +37,10 @@ pub struct SiteKey {
 impl SiteKey {
     /// A key from its 32 bytes.
     pub fn from_bytes(key_id: u32, bytes: &[u8]) -> Result<Self, OpenError> {
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| OpenError::KeyLength { key_id, len: bytes.len() })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| OpenError::KeyLength {
+            key_id,
+            len: bytes.len(),
+        })?;
         Ok(Self {
             key_id,
             key: Zeroizing::new(key),
@@ -106,7 +107,9 @@ impl SiteKeyring {
     }
 
     fn key(&self, key_id: u32) -> Result<&SiteKey, OpenError> {
-        self.keys.get(&key_id).ok_or(OpenError::UnknownKey { key_id })
+        self.keys
+            .get(&key_id)
+            .ok_or(OpenError::UnknownKey { key_id })
     }
 }
 
@@ -289,7 +292,11 @@ fn check_site(keys: &SiteKeyring, found: &str) -> Result<(), OpenError> {
 }
 
 /// Seals `plaintext` (the template bytes) under the current site key.
-pub fn seal_template(keys: &SiteKeyring, meta: &TemplateToSeal, plaintext: &[u8]) -> SealedTemplate {
+pub fn seal_template(
+    keys: &SiteKeyring,
+    meta: &TemplateToSeal,
+    plaintext: &[u8],
+) -> SealedTemplate {
     let key = keys.current();
     let enrolled_at = wire_time(&meta.enrolled_at);
     let ad = template_ad(
@@ -307,7 +314,13 @@ pub fn seal_template(keys: &SiteKeyring, meta: &TemplateToSeal, plaintext: &[u8]
     // Encryption with a valid key and nonce length cannot fail.
     let ciphertext = key
         .cipher()
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &ad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &ad,
+            },
+        )
         .unwrap_or_default();
     SealedTemplate {
         version: WIRE_VERSION,
@@ -326,7 +339,10 @@ pub fn seal_template(keys: &SiteKeyring, meta: &TemplateToSeal, plaintext: &[u8]
 }
 
 /// Opens a distributed template; refuses it unless every bound field checks.
-pub fn open_template(keys: &SiteKeyring, sealed: &SealedTemplate) -> Result<OpenedTemplate, OpenError> {
+pub fn open_template(
+    keys: &SiteKeyring,
+    sealed: &SealedTemplate,
+) -> Result<OpenedTemplate, OpenError> {
     check_site(keys, &sealed.site)?;
     if sealed.nonce.len() != NONCE_LEN {
         return Err(OpenError::BadLength {
@@ -379,7 +395,13 @@ pub fn seal_deletion(
 ) -> SealedDeletion {
     let key = keys.current();
     let deleted_at = wire_time(&deleted_at);
-    let ad = deletion_ad(&keys.site, subject_id, origin_agent, &deleted_at, key.key_id);
+    let ad = deletion_ad(
+        &keys.site,
+        subject_id,
+        origin_agent,
+        &deleted_at,
+        key.key_id,
+    );
     let nonce = fresh_nonce();
     let tag = key
         .cipher()
@@ -398,14 +420,21 @@ pub fn seal_deletion(
 }
 
 /// Checks a distributed deletion.
-pub fn verify_deletion(keys: &SiteKeyring, sealed: &SealedDeletion) -> Result<VerifiedDeletion, OpenError> {
+pub fn verify_deletion(
+    keys: &SiteKeyring,
+    sealed: &SealedDeletion,
+) -> Result<VerifiedDeletion, OpenError> {
     check_site(keys, &sealed.site)?;
     for (what, len, expected) in [
         ("nonce", sealed.nonce.len(), NONCE_LEN),
         ("tag", sealed.tag.len(), TAG_LEN),
     ] {
         if len != expected {
-            return Err(OpenError::BadLength { what, len, expected });
+            return Err(OpenError::BadLength {
+                what,
+                len,
+                expected,
+            });
         }
     }
     let key = keys.key(sealed.key_id)?;
@@ -464,21 +493,32 @@ mod tests {
     #[test]
     fn changing_any_bound_field_makes_the_template_fail_to_open() {
         let sealed = seal_template(&keys(), &meta(), b"minutiae bytes");
-        let alterations: Vec<(&str, Box<dyn Fn(&mut SealedTemplate)>)> = vec![
+        type Alteration<'a> = (&'a str, Box<dyn Fn(&mut SealedTemplate)>);
+        let alterations: Vec<Alteration> = vec![
             ("template id", Box::new(|s| s.template_id = Uuid::now_v7())),
             ("subject id", Box::new(|s| s.subject_id = Uuid::now_v7())),
             ("modality", Box::new(|s| s.modality = Modality::Face)),
             ("format", Box::new(|s| s.format = "other".into())),
             ("format version", Box::new(|s| s.format_version = 2)),
-            ("origin agent", Box::new(|s| s.origin_agent = "kiosk-b".into())),
-            ("enrolment time", Box::new(|s| s.enrolled_at += chrono::Duration::microseconds(1))),
+            (
+                "origin agent",
+                Box::new(|s| s.origin_agent = "kiosk-b".into()),
+            ),
+            (
+                "enrolment time",
+                Box::new(|s| s.enrolled_at += chrono::Duration::microseconds(1)),
+            ),
             ("ciphertext", Box::new(|s| s.ciphertext[0] ^= 1)),
             ("nonce", Box::new(|s| s.nonce[0] ^= 1)),
         ];
         for (what, alter) in alterations {
             let mut s = sealed.clone();
             alter(&mut s);
-            assert_eq!(open_template(&keys(), &s), Err(OpenError::Authentication), "{what}");
+            assert_eq!(
+                open_template(&keys(), &s),
+                Err(OpenError::Authentication),
+                "{what}"
+            );
         }
     }
 
@@ -486,9 +526,15 @@ mod tests {
     fn another_site_or_an_unknown_key_version_is_refused_by_name() {
         let sealed = seal_template(&keys(), &meta(), b"x");
         let other = SiteKeyring::new("branch", SiteKey::from_bytes(1, &[9; 32]).unwrap());
-        assert!(matches!(open_template(&other, &sealed), Err(OpenError::WrongSite { .. })));
+        assert!(matches!(
+            open_template(&other, &sealed),
+            Err(OpenError::WrongSite { .. })
+        ));
         let rotated = SiteKeyring::new("hq", SiteKey::from_bytes(2, &[8; 32]).unwrap());
-        assert_eq!(open_template(&rotated, &sealed), Err(OpenError::UnknownKey { key_id: 1 }));
+        assert_eq!(
+            open_template(&rotated, &sealed),
+            Err(OpenError::UnknownKey { key_id: 1 })
+        );
         let both = rotated.with_key(SiteKey::from_bytes(1, &[9; 32]).unwrap());
         assert!(open_template(&both, &sealed).is_ok());
     }
@@ -497,7 +543,10 @@ mod tests {
     fn a_different_key_of_the_same_version_fails_authentication() {
         let sealed = seal_template(&keys(), &meta(), b"x");
         let wrong = SiteKeyring::new("hq", SiteKey::from_bytes(1, &[7; 32]).unwrap());
-        assert_eq!(open_template(&wrong, &sealed), Err(OpenError::Authentication));
+        assert_eq!(
+            open_template(&wrong, &sealed),
+            Err(OpenError::Authentication)
+        );
     }
 
     #[test]
@@ -508,10 +557,16 @@ mod tests {
         assert_eq!(verify_deletion(&keys(), &received).unwrap().subject_id, s);
         let mut other = sealed.clone();
         other.subject_id = Uuid::now_v7();
-        assert_eq!(verify_deletion(&keys(), &other), Err(OpenError::Authentication));
+        assert_eq!(
+            verify_deletion(&keys(), &other),
+            Err(OpenError::Authentication)
+        );
         let mut later = sealed;
         later.deleted_at += chrono::Duration::seconds(1);
-        assert_eq!(verify_deletion(&keys(), &later), Err(OpenError::Authentication));
+        assert_eq!(
+            verify_deletion(&keys(), &later),
+            Err(OpenError::Authentication)
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(key, path, format!("invalid PEM certificate: {e}")))?;
     if certs.is_empty() {
-        return Err(file_error(key, path, "holds no PEM certificate (BEGIN CERTIFICATE)"));
+        return Err(file_error(
+            key,
+            path,
+            "holds no PEM certificate (BEGIN CERTIFICATE)",
+        ));
     }
     Ok(certs)
 }
@@ -51,7 +55,11 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs("ca_file", &files.ca_file)? {
         roots.add(cert).map_err(|e| {
-            file_error("ca_file", &files.ca_file, format!("unusable CA certificate: {e}"))
+            file_error(
+                "ca_file",
+                &files.ca_file,
+                format!("unusable CA certificate: {e}"),
+            )
         })?;
     }
     let chain = read_certs("client_cert_file", &files.client_cert_file)?;
