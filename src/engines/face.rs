@@ -21,7 +21,10 @@ use image::RgbImage;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{Engine, EngineError, Gallery, LivenessCheck, Processed, Purpose, Quality, QualityMeasure, SamplePolicy};
+use super::{
+    Engine, EngineError, Gallery, LivenessCheck, Processed, Purpose, Quality, QualityMeasure,
+    SamplePolicy,
+};
 use crate::modality::Modality;
 
 /// Written into each template row so a future format change can be detected.
@@ -44,8 +47,11 @@ impl std::fmt::Debug for FaceEngine {
 impl FaceEngine {
     /// Loads the face models (see [`apg_face::locate_models`]).
     pub fn load() -> Result<Self, EngineError> {
-        let engine = face::FaceEngine::load_default()
-            .map_err(|error| EngineError::ModelsMissing { modality: Modality::Face, detail: error.to_string() })?;
+        let engine =
+            face::FaceEngine::load_default().map_err(|error| EngineError::ModelsMissing {
+                modality: Modality::Face,
+                detail: error.to_string(),
+            })?;
         Ok(Self { engine })
     }
 }
@@ -53,7 +59,13 @@ impl FaceEngine {
 /// Converts a frame to RGB: gray frames are replicated, 16-bit gray keeps its high byte.
 fn to_rgb(frame: &VideoFrame) -> Result<RgbImage, EngineError> {
     let invalid = || EngineError::InvalidSample {
-        detail: format!("a {}x{} {:?} frame has {} bytes", frame.width, frame.height, frame.format, frame.data.len()),
+        detail: format!(
+            "a {}x{} {:?} frame has {} bytes",
+            frame.width,
+            frame.height,
+            frame.format,
+            frame.data.len()
+        ),
     };
     let expected = frame.width as usize * frame.height as usize * frame.format.bytes_per_pixel();
     if frame.data.len() != expected || frame.width == 0 || frame.height == 0 {
@@ -62,17 +74,28 @@ fn to_rgb(frame: &VideoFrame) -> Result<RgbImage, EngineError> {
     let rgb = match frame.format {
         PixelFormat::Rgb8 => frame.data.clone(),
         PixelFormat::Gray8 => frame.data.iter().flat_map(|&g| [g, g, g]).collect(),
-        PixelFormat::Gray16 => frame.data.chunks_exact(2).flat_map(|c| [c[1], c[1], c[1]]).collect(),
+        PixelFormat::Gray16 => frame
+            .data
+            .chunks_exact(2)
+            .flat_map(|c| [c[1], c[1], c[1]])
+            .collect(),
     };
     RgbImage::from_raw(frame.width, frame.height, rgb).ok_or_else(invalid)
 }
 
 fn not_live(verdict: &face::Verdict, what: &str) -> EngineError {
-    EngineError::NotLive { check: verdict.check.to_owned(), detail: format!("{what}: {}", verdict.detail) }
+    EngineError::NotLive {
+        check: verdict.check.to_owned(),
+        detail: format!("{what}: {}", verdict.detail),
+    }
 }
 
 fn check_of(verdict: &face::Verdict) -> LivenessCheck {
-    LivenessCheck { name: verdict.check.to_owned(), passed: verdict.live, score: Some(f64::from(verdict.score)) }
+    LivenessCheck {
+        name: verdict.check.to_owned(),
+        passed: verdict.live,
+        score: Some(f64::from(verdict.score)),
+    }
 }
 
 impl Engine for FaceEngine {
@@ -86,10 +109,15 @@ impl Engine for FaceEngine {
 
     fn process(&self, sample: &Sample, policy: &SamplePolicy) -> Result<Processed, EngineError> {
         let Sample::Video(frames) = sample else {
-            return Err(EngineError::WrongSample { modality: Modality::Face, got: sample.kind().label() });
+            return Err(EngineError::WrongSample {
+                modality: Modality::Face,
+                got: sample.kind().label(),
+            });
         };
         if frames.is_empty() {
-            return Err(EngineError::InvalidSample { detail: "the sample holds no frames".to_owned() });
+            return Err(EngineError::InvalidSample {
+                detail: "the sample holds no frames".to_owned(),
+            });
         }
         let images = frames.iter().map(to_rgb).collect::<Result<Vec<_>, _>>()?;
         let mut analyses = Vec::with_capacity(images.len());
@@ -101,7 +129,11 @@ impl Engine for FaceEngine {
                     last_error = Some(detail);
                     analyses.push(None);
                 }
-                Err(other) => return Err(EngineError::InvalidSample { detail: other.to_string() }),
+                Err(other) => {
+                    return Err(EngineError::InvalidSample {
+                        detail: other.to_string(),
+                    })
+                }
             }
         }
         let best = analyses
@@ -128,18 +160,31 @@ impl Engine for FaceEngine {
             measures: report
                 .measures
                 .iter()
-                .map(|m| QualityMeasure { name: m.name.to_owned(), value: f64::from(m.score) })
+                .map(|m| QualityMeasure {
+                    name: m.name.to_owned(),
+                    value: f64::from(m.score),
+                })
                 .collect(),
         };
         if score < policy.quality_threshold {
-            let hint = report.weakest().map_or_else(|| "face the camera".to_owned(), |m| format!("{}: {}", m.name, m.reason));
-            return Err(EngineError::LowQuality { score, threshold: policy.quality_threshold, hint });
+            let hint = report.weakest().map_or_else(
+                || "face the camera".to_owned(),
+                |m| format!("{}: {}", m.name, m.reason),
+            );
+            return Err(EngineError::LowQuality {
+                score,
+                threshold: policy.quality_threshold,
+                hint,
+            });
         }
         if policy.purpose == Purpose::Enroll && chosen.faces_in_view > 1 {
             return Err(EngineError::LowQuality {
                 score,
                 threshold: policy.quality_threshold,
-                hint: format!("{} faces in view; only the person enrolling may face the camera", chosen.faces_in_view),
+                hint: format!(
+                    "{} faces in view; only the person enrolling may face the camera",
+                    chosen.faces_in_view
+                ),
             });
         }
 
@@ -151,9 +196,14 @@ impl Engine for FaceEngine {
             let verdict = self
                 .engine
                 .passive_pad(image, &chosen.detection)
-                .map_err(|e| EngineError::InvalidSample { detail: e.to_string() })?;
+                .map_err(|e| EngineError::InvalidSample {
+                    detail: e.to_string(),
+                })?;
             if !verdict.live {
-                return Err(not_live(&verdict, "the face looks like a photo or a screen"));
+                return Err(not_live(
+                    &verdict,
+                    "the face looks like a photo or a screen",
+                ));
             }
             liveness.push(check_of(&verdict));
             Ok(())
@@ -162,7 +212,10 @@ impl Engine for FaceEngine {
             if infrared {
                 let verdict = self.engine.nir_check(image, &chosen.detection);
                 if !verdict.live {
-                    return Err(not_live(&verdict, "the face does not reflect infrared light as skin does"));
+                    return Err(not_live(
+                        &verdict,
+                        "the face does not reflect infrared light as skin does",
+                    ));
                 }
                 liveness.push(check_of(&verdict));
             } else {
@@ -171,16 +224,24 @@ impl Engine for FaceEngine {
             }
         }
         if policy.liveness_detection {
-            let observations: Vec<face::FrameObservation> =
-                analyses.iter().flatten().map(|a| face::FrameObservation::of(&a.landmarks)).collect();
+            let observations: Vec<face::FrameObservation> = analyses
+                .iter()
+                .flatten()
+                .map(|a| face::FrameObservation::of(&a.landmarks))
+                .collect();
             if observations.len() >= CHALLENGE_FRAMES {
-                let blink = face::liveness::evaluate_challenge(face::Challenge::Blink, &observations);
-                let turn = face::liveness::evaluate_challenge(face::Challenge::TurnHead, &observations);
+                let blink =
+                    face::liveness::evaluate_challenge(face::Challenge::Blink, &observations);
+                let turn =
+                    face::liveness::evaluate_challenge(face::Challenge::TurnHead, &observations);
                 let passed = if blink.live { blink } else { turn.clone() };
                 if !passed.live {
                     return Err(EngineError::NotLive {
                         check: "challenge".to_owned(),
-                        detail: format!("no blink or head turn across the frames ({}; {})", passed.detail, turn.detail),
+                        detail: format!(
+                            "no blink or head turn across the frames ({}; {})",
+                            passed.detail, turn.detail
+                        ),
                     });
                 }
                 liveness.push(check_of(&passed));
@@ -189,8 +250,15 @@ impl Engine for FaceEngine {
             }
         }
 
-        let template = face::Template { embedding: chosen.embedding.clone(), quality: report.unified.round().clamp(0.0, 100.0) as u8 };
-        Ok(Processed { template: Zeroizing::new(template.to_bytes()), quality, liveness })
+        let template = face::Template {
+            embedding: chosen.embedding.clone(),
+            quality: report.unified.round().clamp(0.0, 100.0) as u8,
+        };
+        Ok(Processed {
+            template: Zeroizing::new(template.to_bytes()),
+            quality,
+            liveness,
+        })
     }
 
     fn default_threshold(&self) -> f64 {
@@ -207,8 +275,10 @@ impl Engine for FaceEngine {
 }
 
 fn parse(bytes: &[u8]) -> Result<face::Template, EngineError> {
-    face::Template::from_bytes(bytes)
-        .map_err(|error| EngineError::InvalidTemplate { modality: Modality::Face, detail: error.to_string() })
+    face::Template::from_bytes(bytes).map_err(|error| EngineError::InvalidTemplate {
+        modality: Modality::Face,
+        detail: error.to_string(),
+    })
 }
 
 /// Decrypted face embeddings: per subject for 1:1, one contiguous matrix for 1:N.
@@ -220,7 +290,12 @@ struct FaceGallery {
 }
 
 impl Gallery for FaceGallery {
-    fn insert(&mut self, template_id: Uuid, subject_id: Uuid, template: &[u8]) -> Result<(), EngineError> {
+    fn insert(
+        &mut self,
+        template_id: Uuid,
+        subject_id: Uuid,
+        template: &[u8],
+    ) -> Result<(), EngineError> {
         let template = parse(template)?;
         if let Some(previous) = self.subject_of.insert(template_id, subject_id) {
             if let Some(list) = self.by_subject.get_mut(&previous) {
@@ -229,12 +304,17 @@ impl Gallery for FaceGallery {
             self.search.remove(&template_id);
         }
         self.search.insert(template_id, &template.embedding);
-        self.by_subject.entry(subject_id).or_default().push((template_id, template.embedding));
+        self.by_subject
+            .entry(subject_id)
+            .or_default()
+            .push((template_id, template.embedding));
         Ok(())
     }
 
     fn remove_subject(&mut self, subject_id: Uuid) -> usize {
-        let Some(list) = self.by_subject.remove(&subject_id) else { return 0 };
+        let Some(list) = self.by_subject.remove(&subject_id) else {
+            return 0;
+        };
         for (template_id, _) in &list {
             self.search.remove(template_id);
             self.subject_of.remove(template_id);
@@ -248,16 +328,25 @@ impl Gallery for FaceGallery {
 
     fn verify(&self, subject_id: Uuid, probe: &[u8]) -> Result<Option<f64>, EngineError> {
         let probe = parse(probe)?;
-        let Some(list) = self.by_subject.get(&subject_id) else { return Ok(None) };
-        Ok(list.iter().map(|(_, reference)| f64::from(probe.embedding.cosine(reference))).reduce(f64::max))
+        let Some(list) = self.by_subject.get(&subject_id) else {
+            return Ok(None);
+        };
+        Ok(list
+            .iter()
+            .map(|(_, reference)| f64::from(probe.embedding.cosine(reference)))
+            .reduce(f64::max))
     }
 
     fn identify(&self, probe: &[u8], max: usize) -> Result<Vec<(Uuid, f64)>, EngineError> {
         let probe = parse(probe)?;
-        let hits = self.search.search(&probe.embedding, max.saturating_mul(4).max(max));
+        let hits = self
+            .search
+            .search(&probe.embedding, max.saturating_mul(4).max(max));
         let mut best: Vec<(Uuid, f64)> = Vec::with_capacity(max);
         for (template_id, score) in hits {
-            let Some(subject) = self.subject_of.get(&template_id) else { continue };
+            let Some(subject) = self.subject_of.get(&template_id) else {
+                continue;
+            };
             if best.iter().any(|(seen, _)| seen == subject) {
                 continue;
             }
@@ -278,15 +367,22 @@ mod tests {
     use super::*;
 
     fn data(rel: &str) -> PathBuf {
-        let shared = std::env::var_os("APG_SHARED_DIR").map_or_else(|| PathBuf::from("/work/shared"), PathBuf::from);
+        let shared = std::env::var_os("APG_SHARED_DIR")
+            .map_or_else(|| PathBuf::from("/work/shared"), PathBuf::from);
         let path = shared.join("data/face").join(rel);
-        assert!(path.is_file(), "{} is missing; set APG_SHARED_DIR", path.display());
+        assert!(
+            path.is_file(),
+            "{} is missing; set APG_SHARED_DIR",
+            path.display()
+        );
         path
     }
 
     fn engine() -> &'static FaceEngine {
         static ENGINE: OnceLock<FaceEngine> = OnceLock::new();
-        ENGINE.get_or_init(|| FaceEngine::load().expect("face models: run models/fetch or set APG_FACE_MODELS"))
+        ENGINE.get_or_init(|| {
+            FaceEngine::load().expect("face models: run models/fetch or set APG_FACE_MODELS")
+        })
     }
 
     fn frame(rel: &str) -> VideoFrame {
@@ -295,11 +391,23 @@ mod tests {
     }
 
     fn policy(purpose: Purpose, anti_spoofing: bool) -> SamplePolicy {
-        SamplePolicy { quality_threshold: 0.85, liveness_detection: false, anti_spoofing, purpose }
+        SamplePolicy {
+            quality_threshold: 0.85,
+            liveness_detection: false,
+            anti_spoofing,
+            purpose,
+        }
     }
 
     fn template(rel: &str) -> Vec<u8> {
-        engine().process(&Sample::Video(vec![frame(rel)]), &policy(Purpose::Enroll, false)).unwrap().template.to_vec()
+        engine()
+            .process(
+                &Sample::Video(vec![frame(rel)]),
+                &policy(Purpose::Enroll, false),
+            )
+            .unwrap()
+            .template
+            .to_vec()
     }
 
     #[test]
@@ -308,8 +416,12 @@ mod tests {
         let alice = Uuid::now_v7();
         let bob = Uuid::now_v7();
         let mut gallery = engine().new_gallery();
-        gallery.insert(Uuid::now_v7(), alice, &template("deepface/img20.jpg")).unwrap();
-        gallery.insert(Uuid::now_v7(), bob, &template("deepface/img19.jpg")).unwrap();
+        gallery
+            .insert(Uuid::now_v7(), alice, &template("deepface/img20.jpg"))
+            .unwrap();
+        gallery
+            .insert(Uuid::now_v7(), bob, &template("deepface/img19.jpg"))
+            .unwrap();
         let probe = template("deepface/img21.jpg");
         let threshold = engine().default_threshold();
         assert!(gallery.verify(alice, &probe).unwrap().unwrap() >= threshold);
@@ -322,10 +434,14 @@ mod tests {
     #[test]
     fn a_printed_face_is_rejected_when_anti_spoofing_is_on() {
         let sample = Sample::Video(vec![frame("pad-samples/image_F1.jpg")]);
-        let err = engine().process(&sample, &policy(Purpose::Verify, true)).unwrap_err();
+        let err = engine()
+            .process(&sample, &policy(Purpose::Verify, true))
+            .unwrap_err();
         assert!(matches!(err, EngineError::NotLive { .. }), "{err}");
         let live = Sample::Video(vec![frame("pad-samples/image_T1.jpg")]);
-        let processed = engine().process(&live, &policy(Purpose::Verify, true)).unwrap();
+        let processed = engine()
+            .process(&live, &policy(Purpose::Verify, true))
+            .unwrap();
         assert_eq!(processed.liveness[0].name, "pad_model");
     }
 
@@ -336,23 +452,49 @@ mod tests {
         let mut p = policy(Purpose::Verify, false);
         p.liveness_detection = true;
         let err = engine().process(&sample, &p).unwrap_err();
-        assert!(matches!(&err, EngineError::NotLive { check, .. } if check == "challenge"), "{err}");
+        assert!(
+            matches!(&err, EngineError::NotLive { check, .. } if check == "challenge"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_group_photo_cannot_enrol_and_the_hint_says_why() {
-        let err = engine().process(&Sample::Video(vec![frame("deepface/couple.jpg")]), &policy(Purpose::Enroll, false)).unwrap_err();
+        let err = engine()
+            .process(
+                &Sample::Video(vec![frame("deepface/couple.jpg")]),
+                &policy(Purpose::Enroll, false),
+            )
+            .unwrap_err();
         assert!(err.is_retry(), "{err}");
-        assert!(err.to_string().contains("single_face") || err.to_string().contains("faces in view"), "{err}");
+        assert!(
+            err.to_string().contains("single_face") || err.to_string().contains("faces in view"),
+            "{err}"
+        );
     }
 
     #[test]
     fn gray_frames_are_accepted_and_other_samples_refused() {
         let img = image::open(data("deepface/img2.jpg")).unwrap().into_luma8();
-        let gray = VideoFrame::new(img.width(), img.height(), PixelFormat::Gray8, img.into_raw()).unwrap();
-        engine().process(&Sample::Video(vec![gray]), &policy(Purpose::Verify, false)).unwrap();
-        let audio = Sample::Audio(apg_device::AudioChunk { sample_rate: 16000, samples: vec![0.0; 10], captured_at: std::time::SystemTime::now() });
-        assert!(matches!(engine().process(&audio, &policy(Purpose::Verify, false)), Err(EngineError::WrongSample { .. })));
+        let gray = VideoFrame::new(
+            img.width(),
+            img.height(),
+            PixelFormat::Gray8,
+            img.into_raw(),
+        )
+        .unwrap();
+        engine()
+            .process(&Sample::Video(vec![gray]), &policy(Purpose::Verify, false))
+            .unwrap();
+        let audio = Sample::Audio(apg_device::AudioChunk {
+            sample_rate: 16000,
+            samples: vec![0.0; 10],
+            captured_at: std::time::SystemTime::now(),
+        });
+        assert!(matches!(
+            engine().process(&audio, &policy(Purpose::Verify, false)),
+            Err(EngineError::WrongSample { .. })
+        ));
     }
 
     #[test]
@@ -360,6 +502,9 @@ mod tests {
         let mut t = template("deepface/img2.jpg");
         assert!(engine().check_template(&t).is_ok());
         t.truncate(50);
-        assert!(matches!(engine().check_template(&t), Err(EngineError::InvalidTemplate { .. })));
+        assert!(matches!(
+            engine().check_template(&t),
+            Err(EngineError::InvalidTemplate { .. })
+        ));
     }
 }
