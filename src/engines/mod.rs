@@ -17,10 +17,12 @@ use zeroize::Zeroizing;
 use crate::modality::Modality;
 
 pub mod fingerprint;
+pub mod face;
+
 
 /// Modalities this build has an engine for.
 pub fn available(modality: Modality) -> bool {
-    matches!(modality, Modality::Fingerprint)
+    matches!(modality, Modality::Fingerprint | Modality::Face)
 }
 
 /// Names of the available modalities, for error messages.
@@ -32,6 +34,7 @@ pub fn available_list() -> String {
 pub fn load(modality: Modality) -> Result<Arc<dyn Engine>, EngineError> {
     match modality {
         Modality::Fingerprint => Ok(Arc::new(fingerprint::FingerprintEngine::new())),
+        Modality::Face => Ok(Arc::new(face::FaceEngine::load()?)),
         other => Err(EngineError::Unavailable { modality: other }),
     }
 }
@@ -153,6 +156,14 @@ pub enum EngineError {
         /// What is wrong.
         detail: String,
     },
+    /// The engine's models or runtime are not installed.
+    #[error("the {modality} engine cannot load its models: {detail}")]
+    ModelsMissing {
+        /// Modality.
+        modality: Modality,
+        /// What is missing and how to install it.
+        detail: String,
+    },
     /// This build has no engine for the modality.
     #[error("no {modality} engine in this build (available: {})", available_list())]
     Unavailable {
@@ -175,6 +186,7 @@ impl EngineError {
             Self::WrongSample { .. } => "wrong_sample",
             Self::InvalidSample { .. } => "invalid_sample",
             Self::InvalidTemplate { .. } => "invalid_template",
+            Self::ModelsMissing { .. } => "models_missing",
             Self::Unavailable { .. } => "unavailable",
         }
     }
