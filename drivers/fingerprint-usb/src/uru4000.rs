@@ -273,10 +273,15 @@ fn descramble(data: &mut [u8], mut key: u32) -> u32 {
     lfsr(key)
 }
 
-/// Turns the raw bulk transfer into `WIDTH * HEIGHT` gray pixels.
+/// Turns the raw bulk transfer into `WIDTH * HEIGHT` gray pixels: descrambles the encrypted
+/// blocks, fills lines the sensor marked "not present" from the next transmitted line, then
+/// rotates by 180 degrees and inverts so that ridges are dark.
 pub fn decode_image(raw: &[u8], mut key: u32) -> Result<Vec<u8>, String> {
     let mut rows = raw[HEADER..].to_vec();
-    rows.resize(WIDTH * HEIGHT, 0);
+    rows.truncate(WIDTH * HEIGHT);
+    let lines_sent = rows.len() / WIDTH;
+    // Source line of every output line, resolved after all blocks are descrambled.
+    let mut order: Vec<usize> = Vec::with_capacity(HEIGHT);
     let mut r = 0usize;
     for b in 0..15 {
         let flags = raw[16 + 2 * b];
@@ -284,19 +289,16 @@ pub fn decode_image(raw: &[u8], mut key: u32) -> Result<Vec<u8>, String> {
         if lines == 0 {
             break;
         }
-        if flags & 0x01 == 0 {
-            if (r + lines) * WIDTH > rows.len() {
-                return Err(format!(
-                    "block {b} runs past the image ({} lines)",
-                    r + lines
-                ));
-            }
+        let present = flags & 0x01 == 0;
+        let end = if present { r + lines } else { r + 1 };
+        if end > lines_sent {
+            return Err(format!(
+                "image block {b} needs line {end} but only {lines_sent} lines arrived; retry the capture"
+            ));
         }
         let len = lines * WIDTH;
         match flags & 0x06 {
-            0x02 if flags & 0x01 == 0 => {
-                key = descramble(&mut rows[r * WIDTH..r * WIDTH + len], key)
-            }
+            0x02 if present => key = descramble(&mut rows[r * WIDTH..r * WIDTH + len], key),
             0x02 | 0x00 => {
                 for _ in 0..len {
                     key = lfsr(key);
@@ -304,9 +306,27 @@ pub fn decode_image(raw: &[u8], mut key: u32) -> Result<Vec<u8>, String> {
             }
             _ => {}
         }
-        if flags & 0x01 == 0 {
+        if present {
+            order.extend(r..r + lines);
             r += lines;
+        } else {
+            order.extend(std::iter::repeat_n(r, lines));
         }
     }
-    Ok(rows)
+    if order.len() != HEIGHT {
+        return Err(format!(
+            "image has {} lines, expected {HEIGHT}; retry the capture",
+            order.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(WIDTH * HEIGHT);
+    for &src in order.iter().rev() {
+        out.extend(
+            rows[src * WIDTH..(src + 1) * WIDTH]
+                .iter()
+                .rev()
+                .map(|&v| 255 - v),
+        );
+    }
+    Ok(out)
 }
