@@ -21,6 +21,7 @@ pub struct ReplayTransport {
     pub device_time: f64,
     first_submit: Option<f64>,
     last_complete: f64,
+    nonce: Option<u32>,
 }
 
 impl ReplayTransport {
@@ -35,12 +36,19 @@ impl ReplayTransport {
             device_time: 0.0,
             first_submit: None,
             last_complete: 0.0,
+            nonce: None,
         }
     }
 
     /// Makes the device vanish after `n` transfers have been served.
     pub fn unplug_after(mut self, n: usize) -> Self {
         self.unplug_after = Some(n);
+        self
+    }
+
+    /// Sets the host nonce the recorded session used (see [`UsbTransport::replay_nonce`]).
+    pub fn with_nonce(mut self, nonce: u32) -> Self {
+        self.nonce = Some(nonce);
         self
     }
 
@@ -169,5 +177,8 @@ impl UsbTransport for ReplayTransport {
     fn release(&mut self) -> Result<(), UsbError> {
         self.released = true;
         Ok(())
+    }
+    fn replay_nonce(&self) -> Option<u32> {
+        self.nonce
     }
 }

@@ -84,6 +84,11 @@ pub trait UsbTransport: Send {
     ) -> Result<Vec<u8>, UsbError>;
     /// Releases the interface; later transfers fail with [`UsbError::Disconnected`].
     fn release(&mut self) -> Result<(), UsbError>;
+    /// A host nonce to use instead of a random one. Hardware returns `None`; a replay returns
+    /// the nonce of the recorded session so that the driver sends the same bytes again.
+    fn replay_nonce(&self) -> Option<u32> {
+        None
+    }
 }
 
 fn map_rusb(e: rusb::Error, ep: u8) -> UsbError {

@@ -200,7 +200,7 @@ impl<T: UsbTransport> Uru4000<T> {
             ));
         }
         let key_number = raw[6];
-        let seed = (self.seed)();
+        let seed = self.usb.replay_nonce().unwrap_or_else(&mut self.seed);
         let mut challenge = vec![key_number];
         challenge.extend_from_slice(&seed.to_le_bytes());
         self.write_reg(
@@ -329,4 +329,14 @@ pub fn decode_image(raw: &[u8], mut key: u32) -> Result<Vec<u8>, String> {
         );
     }
     Ok(out)
+}
+
+/// The host nonce of the decryption challenge in a recorded session, if it holds one.
+pub fn recorded_nonce(transfers: &[crate::recording::Transfer]) -> Option<u32> {
+    let t = transfers.iter().find(|t| {
+        t.setup.is_some_and(|s| {
+            s[0] == 0x40 && s[1] == 0x04 && u16::from_le_bytes([s[2], s[3]]) == REG_SCRAMBLE_INDEX
+        })
+    })?;
+    Some(u32::from_le_bytes(t.out_data.get(1..5)?.try_into().ok()?))
 }

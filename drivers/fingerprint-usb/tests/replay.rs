@@ -45,12 +45,8 @@ fn ncc(a: &[u8], b: &[u8]) -> f64 {
     s / (sa * sb).sqrt()
 }
 
-fn recorded_seed(transfers: &[apg_fp_usb::recording::Transfer]) -> u32 {
-    let t = transfers
-        .iter()
-        .find(|t| t.setup.is_some_and(|s| s[0] == 0x40 && s[2] == 0x33))
-        .expect("recording holds the scramble challenge");
-    u32::from_le_bytes(t.out_data[1..5].try_into().expect("5-byte challenge"))
+fn recorded_seed(t: &[apg_fp_usb::recording::Transfer]) -> u32 {
+    apg_fp_usb::uru4000::recorded_nonce(t).expect("recording holds the scramble challenge")
 }
 
 #[test]
