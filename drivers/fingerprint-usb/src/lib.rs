@@ -8,6 +8,7 @@ pub mod provider;
 pub mod recording;
 pub mod replay;
 pub mod transport;
+pub mod udev;
 pub mod uru4000;
 
 pub use transport::{RusbTransport, Setup, UsbError, UsbTransport};
