@@ -48,7 +48,38 @@ fn u32le(d: &[u8], o: usize) -> Option<u32> {
 
 /// Parses a usbmon pcapng file into transfers in completion order, pairing each completion with
 /// its submission by URB id. Standard GET_DESCRIPTOR requests issued by the kernel are dropped.
+/// Traffic of every device on the bus is kept; see [`read_pcapng_device`] to select one.
 pub fn read_pcapng(path: &Path) -> Result<Vec<Transfer>, RecordingError> {
+    read_pcapng_device(path, None)
+}
+
+/// Bus and device number from a recording's udev description (`E: BUSNUM=` / `E: DEVNUM=`).
+pub fn device_address(device_file: &Path) -> Result<(u16, u8), RecordingError> {
+    let err = |detail: String| RecordingError {
+        path: device_file.display().to_string(),
+        detail,
+    };
+    let text =
+        std::fs::read_to_string(device_file).map_err(|e| err(format!("cannot read: {e}")))?;
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("E: ").and_then(|l| l.strip_prefix(key)))
+            .map(str::to_string)
+    };
+    let bus = get("BUSNUM=")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err("no BUSNUM".into()))?;
+    let dev = get("DEVNUM=")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err("no DEVNUM".into()))?;
+    Ok((bus, dev))
+}
+
+/// Like [`read_pcapng`], keeping only the traffic of device `(bus, devnum)` when given.
+pub fn read_pcapng_device(
+    path: &Path,
+    only: Option<(u16, u8)>,
+) -> Result<Vec<Transfer>, RecordingError> {
     let err = |detail: String| RecordingError {
         path: path.display().to_string(),
         detail,
@@ -88,6 +119,11 @@ pub fn read_pcapng(path: &Path) -> Result<Vec<Transfer>, RecordingError> {
                     _ => return Err(err("isochronous transfers are not supported".into())),
                 };
                 let ep = p[10];
+                let addr = (u16::from_le_bytes([p[12], p[13]]), p[11]);
+                if only.is_some_and(|o| o != addr) {
+                    off += bl;
+                    continue;
+                }
                 let sec = i64::from_le_bytes(p[16..24].try_into().unwrap_or_default());
                 let usec = i32::from_le_bytes(p[24..28].try_into().unwrap_or_default());
                 let t = sec as f64 + usec as f64 / 1e6;

@@ -57,7 +57,16 @@ pub struct Term {
 
 /// Parses rules text into lines of terms, rejecting anything udev would reject.
 pub fn parse(text: &str) -> Result<Vec<Vec<Term>>, String> {
-    const KEYS: &[&str] = &["SUBSYSTEM", "KERNEL", "ENV", "ATTR", "ATTRS", "GROUP", "MODE", "TAG"];
+    const KEYS: &[&str] = &[
+        "SUBSYSTEM",
+        "KERNEL",
+        "ENV",
+        "ATTR",
+        "ATTRS",
+        "GROUP",
+        "MODE",
+        "TAG",
+    ];
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -66,7 +75,9 @@ pub fn parse(text: &str) -> Result<Vec<Vec<Term>>, String> {
         }
         let mut terms = Vec::new();
         for part in line.split(", ") {
-            let opi = part.find(['=', '!', '+', ':']).ok_or(format!("line {}: no operator in {part:?}", n + 1))?;
+            let opi = part
+                .find(['=', '!', '+', ':'])
+                .ok_or(format!("line {}: no operator in {part:?}", n + 1))?;
             let (key, rest) = part.split_at(opi);
             let op: String = rest.chars().take_while(|c| "=!+:".contains(*c)).collect();
             let value = &rest[op.len()..];
@@ -77,13 +88,27 @@ pub fn parse(text: &str) -> Result<Vec<Vec<Term>>, String> {
             if !KEYS.contains(&base) || (key.contains('{') && !key.ends_with('}')) {
                 return Err(format!("line {}: unknown key {key:?}", n + 1));
             }
-            if value.len() < 2 || !value.starts_with('"') || !value.ends_with('"') || value[1..value.len() - 1].contains('"') {
-                return Err(format!("line {}: value {value:?} is not one quoted string", n + 1));
+            if value.len() < 2
+                || !value.starts_with('"')
+                || !value.ends_with('"')
+                || value[1..value.len() - 1].contains('"')
+            {
+                return Err(format!(
+                    "line {}: value {value:?} is not one quoted string",
+                    n + 1
+                ));
             }
-            terms.push(Term { key: key.to_string(), op, value: value[1..value.len() - 1].to_string() });
+            terms.push(Term {
+                key: key.to_string(),
+                op,
+                value: value[1..value.len() - 1].to_string(),
+            });
         }
         if !terms.iter().any(|t| t.op == "==") || !terms.iter().any(|t| t.op != "==") {
-            return Err(format!("line {}: a rule needs a match and an assignment", n + 1));
+            return Err(format!(
+                "line {}: a rule needs a match and an assignment",
+                n + 1
+            ));
         }
         out.push(terms);
     }

@@ -91,3 +91,50 @@ fn uru4000_unplug_mid_capture_is_a_clear_disconnect() {
     assert!(err.is_disconnect(), "{err}");
     assert!(err.to_string().contains("uru4000-replay"), "{err}");
 }
+
+fn with_image_status(status: i32) -> apg_device::CaptureError {
+    let dir = recordings().join("uru4000-4500");
+    let mut transfers = read_pcapng(&dir.join("capture.pcapng")).expect("recording parses");
+    let seed = recorded_seed(&transfers);
+    let bulk = transfers
+        .iter_mut()
+        .find(|t| t.kind == apg_fp_usb::recording::Kind::Bulk)
+        .expect("image transfer");
+    bulk.status = status;
+    let mut dev = Uru4000::new("uru4000-replay", ReplayTransport::new(transfers))
+        .with_seed_source(move || seed);
+    dev.capture_image(&CancelToken::new(), Duration::from_secs(30))
+        .expect_err("the image transfer fails")
+}
+
+#[test]
+fn uru4000_stall_babble_timeout_are_clear_faults() {
+    for (status, words) in [(-32, "stalled"), (-75, "babble"), (-110, "timed out")] {
+        let err = with_image_status(status);
+        let text = err.to_string();
+        assert!(
+            text.contains("uru4000-replay") && text.contains("reading the image"),
+            "{text}"
+        );
+        assert!(text.contains(words), "status {status}: {text}");
+        assert!(!err.is_disconnect(), "{text}");
+    }
+}
+
+#[test]
+fn uru4000_babble_from_an_oversized_transfer() {
+    let dir = recordings().join("uru4000-4500");
+    let mut transfers = read_pcapng(&dir.join("capture.pcapng")).expect("recording parses");
+    let seed = recorded_seed(&transfers);
+    let bulk = transfers
+        .iter_mut()
+        .find(|t| t.kind == apg_fp_usb::recording::Kind::Bulk)
+        .expect("image transfer");
+    bulk.in_data.resize(64 + 384 * 291, 0);
+    let mut dev = Uru4000::new("uru4000-replay", ReplayTransport::new(transfers))
+        .with_seed_source(move || seed);
+    let err = dev
+        .capture_image(&CancelToken::new(), Duration::from_secs(30))
+        .expect_err("babble");
+    assert!(err.to_string().contains("babble"), "{err}");
+}

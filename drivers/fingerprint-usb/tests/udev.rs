@@ -3,7 +3,10 @@
 use apg_fp_usb::provider::DRIVERS;
 use apg_fp_usb::udev::{parse, rules, GROUP, SERIAL_BRIDGES};
 
-const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../udev/60-apg-biometric.rules");
+const FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../udev/60-apg-biometric.rules"
+);
 
 #[test]
 fn rules_file_is_in_sync_with_the_driver_table() {
@@ -27,15 +30,23 @@ fn rules_parse_and_cover_every_reader_and_bridge() {
         })
     };
     for d in DRIVERS {
-        assert!(has(d.vendor_id, d.product_id, "ATTR"), "no rule for {}", d.driver);
+        assert!(
+            has(d.vendor_id, d.product_id, "ATTR"),
+            "no rule for {}",
+            d.driver
+        );
     }
     for (v, p, n) in SERIAL_BRIDGES {
         assert!(has(*v, *p, "ATTRS"), "no rule for {n}");
     }
     for subsystem in ["video4linux", "sound"] {
-        assert!(lines.iter().any(|l| l.iter().any(|t| t.key == "SUBSYSTEM" && t.value == subsystem)));
+        assert!(lines.iter().any(|l| l
+            .iter()
+            .any(|t| t.key == "SUBSYSTEM" && t.value == subsystem)));
     }
-    assert!(lines.iter().any(|l| l.iter().any(|t| t.key == "KERNEL" && t.value == "ttyACM[0-9]*")));
+    assert!(lines.iter().any(|l| l
+        .iter()
+        .any(|t| t.key == "KERNEL" && t.value == "ttyACM[0-9]*")));
 }
 
 #[test]

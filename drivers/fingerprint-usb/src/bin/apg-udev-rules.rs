@@ -7,7 +7,10 @@ fn main() {
     match std::env::args_os().nth(1) {
         Some(path) => {
             if let Err(e) = std::fs::write(&path, text) {
-                eprintln!("apg-udev-rules: cannot write {}: {e}", std::path::Path::new(&path).display());
+                eprintln!(
+                    "apg-udev-rules: cannot write {}: {e}",
+                    std::path::Path::new(&path).display()
+                );
                 std::process::exit(1);
             }
         }
