@@ -22,7 +22,9 @@ pub fn providers() -> Vec<Arc<dyn DeviceProvider>> {
             // The follower thread lives as long as the libusb event thread.
             let _follower = provider.follow(events);
         }
-        Err(e) => tracing::warn!(error = %e, "USB hotplug is not available; USB fingerprint readers are disabled."),
+        Err(e) => {
+            tracing::warn!(error = %e, "USB hotplug is not available; USB fingerprint readers are disabled.")
+        }
     }
     vec![provider as Arc<dyn DeviceProvider>]
 }
