@@ -180,7 +180,13 @@ impl DeviceProvider for UsbProvider {
         }))
     }
 
+    /// Registers `sink` and immediately reports the devices already present, so that a device
+    /// plugged in between [`DeviceProvider::list`] and this call is not missed.
     fn watch(&self, sink: Sender<HotplugEvent>) -> Result<(), CaptureError> {
+        let present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        for (e, l) in present.values() {
+            let _ = sink.send(HotplugEvent::Arrived(info_for(e, l)));
+        }
         self.sinks
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -80,6 +80,13 @@ fn plug_unplug_mid_capture_and_replug() {
         "unsupported devices are not listed"
     );
 
+    let (late_tx, late_rx) = mpsc::channel();
+    provider.watch(late_tx).expect("late watch");
+    assert!(
+        matches!(wait(&late_rx), HotplugEvent::Arrived(ref i) if i.id == info.id),
+        "a late watcher is told about devices already present"
+    );
+
     let mut dev = provider.open(&info.id).expect("open");
     fake_tx
         .send(UsbEvent::Unplugged(loc.clone()))
