@@ -70,7 +70,7 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
         }
     }
     let start_config = config.clone();
-    let agent = tokio::task::spawn_blocking(move || Agent::start(start_config, master, Vec::new(), &status))
+    let agent = tokio::task::spawn_blocking(move || Agent::start(start_config, master, crate::hardware::providers(), &status))
         .await?
         .context("agent start failed")?;
 

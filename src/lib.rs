@@ -18,6 +18,7 @@ pub mod distribution;
 pub mod doctor;
 pub mod engines;
 pub mod events;
+pub mod hardware;
 pub mod health;
 pub mod heartbeat;
 pub mod logging;

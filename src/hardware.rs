@@ -1,0 +1,30 @@
+//! Real capture hardware: the USB fingerprint readers of `apg-fp-usb`, followed through libusb
+//! hotplug so that readers plugged in or out at run time are added and removed.
+
+use std::sync::Arc;
+
+use apg_device::DeviceProvider;
+use apg_fp_usb::provider::{libusb_hotplug, rusb_opener, UsbProvider};
+
+/// Providers of the real readers found on this machine. A machine without USB access (no
+/// libusb context, no hotplug support) gets none, with a warning saying why.
+pub fn providers() -> Vec<Arc<dyn DeviceProvider>> {
+    let ctx = match rusb::Context::new() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "USB is not available; USB fingerprint readers are disabled.");
+            return Vec::new();
+        }
+    };
+    let provider = Arc::new(UsbProvider::new(rusb_opener(ctx.clone())));
+    match libusb_hotplug(ctx) {
+        Ok(events) => {
+            // The follower thread lives as long as the libusb event thread.
+            let _follower = provider.follow(events);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "USB hotplug is not available; USB fingerprint readers are disabled.")
+        }
+    }
+    vec![provider as Arc<dyn DeviceProvider>]
+}
