@@ -40,9 +40,10 @@ fn main() {
     // refuse; it is switched off here and measured by the engine's own tests instead.
     let options = Options {
         reader_files: vec![fvc("101_1"), fvc("101_2"), fvc("101_3")],
-        extra_yaml: "biometric_engines:\n  fingerprint: {enroll_captures: 3, anti_spoofing: false}\n\
+        extra_yaml:
+            "biometric_engines:\n  fingerprint: {enroll_captures: 3, anti_spoofing: false}\n\
                      security: {max_failed_attempts: 100}\n"
-            .into(),
+                .into(),
         ..Options::default()
     };
     let mut agent = AgentProcess::prepare(options);
@@ -53,21 +54,36 @@ fn main() {
     let ready = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let idle_rss = rss_kib(agent.pid());
-    println!("start to READY (empty store):       {:>8.1} ms", ready.as_secs_f64() * 1e3);
-    println!("idle RSS (empty store):             {:>8.1} MiB", idle_rss as f64 / 1024.0);
+    println!(
+        "start to READY (empty store):       {:>8.1} ms",
+        ready.as_secs_f64() * 1e3
+    );
+    println!(
+        "idle RSS (empty store):             {:>8.1} MiB",
+        idle_rss as f64 / 1024.0
+    );
 
     let reply = agent.enroll_from_reader("alice");
     assert_eq!(reply.status, 201, "enroll: {}", reply.text);
     let key = agent.create_api_key("bench", "operator");
     let bodies: Vec<Vec<u8>> = ["101_6", "101_7", "101_8"]
         .iter()
-        .map(|n| json!({ "subject_id": "alice", "modality": "fingerprint", "sample": upload(&fvc(n)) }).to_string().into_bytes())
+        .map(|n| {
+            json!({ "subject_id": "alice", "modality": "fingerprint", "sample": upload(&fvc(n)) })
+                .to_string()
+                .into_bytes()
+        })
         .collect();
     let mut latencies = Vec::with_capacity(VERIFY_REQUESTS);
     let mut accepted = 0;
     for i in 0..VERIFY_REQUESTS {
         let t = Instant::now();
-        let reply = agent.api_request("POST", &format!("{PREFIX}/verify"), Some(&bodies[i % bodies.len()]), Some(&key));
+        let reply = agent.api_request(
+            "POST",
+            &format!("{PREFIX}/verify"),
+            Some(&bodies[i % bodies.len()]),
+            Some(&key),
+        );
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(reply.status, 200, "{}", reply.text);
         accepted += usize::from(reply.json["decision"] == "accepted");
@@ -79,7 +95,10 @@ fn main() {
         percentile(&latencies, 0.95),
         latencies[latencies.len() - 1]
     );
-    println!("RSS after the verify run:           {:>8.1} MiB", rss_kib(agent.pid()) as f64 / 1024.0);
+    println!(
+        "RSS after the verify run:           {:>8.1} MiB",
+        rss_kib(agent.pid()) as f64 / 1024.0
+    );
     assert!(agent.stop().success());
 
     seed_templates(&agent, ROTATION_TEMPLATES);
@@ -100,13 +119,28 @@ fn main() {
     let served = Arc::new(AtomicUsize::new(0));
     let api = agent.api.clone().unwrap();
     let background = {
-        let (rotating, served, key, body) = (rotating.clone(), served.clone(), key.clone(), bodies[1].clone());
+        let (rotating, served, key, body) = (
+            rotating.clone(),
+            served.clone(),
+            key.clone(),
+            bodies[1].clone(),
+        );
         std::thread::spawn(move || {
             while rotating.load(Ordering::Relaxed) {
                 let stream = std::net::TcpStream::connect(&api).unwrap();
                 let headers = [("X-API-Key", key.as_str())];
-                let reply = common::http(stream, "POST", &format!("{PREFIX}/verify"), Some(&body), &headers);
-                assert_eq!(reply.status, 200, "verification during rotation: {}", reply.text);
+                let reply = common::http(
+                    stream,
+                    "POST",
+                    &format!("{PREFIX}/verify"),
+                    Some(&body),
+                    &headers,
+                );
+                assert_eq!(
+                    reply.status, 200,
+                    "verification during rotation: {}",
+                    reply.text
+                );
                 served.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -135,17 +169,30 @@ fn seed_templates(agent: &AgentProcess, count: usize) {
     let mut sources = Vec::new();
     for finger in 102..=110 {
         for impression in 1..=8 {
-            let sample =
-                apg_sim::decode_file(apg_device::DeviceKind::FingerprintReader, &fvc(&format!("{finger}_{impression}")), 500, 0.0).unwrap();
-            let apg_device::Sample::Fingerprint(image) = sample else { unreachable!() };
-            let gray = apg_fingerprint::GrayImage { width: image.width, height: image.height, dpi: image.dpi, pixels: image.pixels };
+            let sample = apg_sim::decode_file(
+                apg_device::DeviceKind::FingerprintReader,
+                &fvc(&format!("{finger}_{impression}")),
+                500,
+                0.0,
+            )
+            .unwrap();
+            let apg_device::Sample::Fingerprint(image) = sample else {
+                unreachable!()
+            };
+            let gray = apg_fingerprint::GrayImage {
+                width: image.width,
+                height: image.height,
+                dpi: image.dpi,
+                pixels: image.pixels,
+            };
             if let Ok(extraction) = extractor.extract(&gray) {
                 sources.push(extraction.template.to_bytes());
             }
         }
     }
     let key_file = agent.dir.path().join("master.key");
-    let master = apg_biometric::crypto::load_master_key(&key_file, "master.key", None, false).unwrap();
+    let master =
+        apg_biometric::crypto::load_master_key(&key_file, "master.key", None, false).unwrap();
     let store = Store::open(&agent.db).unwrap();
     let vault = Vault::open(&store, &master).unwrap();
     let now = apg_biometric::store::now();

@@ -47,7 +47,12 @@ pub enum Role {
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [Self::Admin, Self::SecurityAnalyst, Self::Operator, Self::Viewer];
+    pub const ALL: [Role; 4] = [
+        Self::Admin,
+        Self::SecurityAnalyst,
+        Self::Operator,
+        Self::Viewer,
+    ];
 
     /// Name as stored and typed.
     pub fn as_str(self) -> &'static str {
@@ -64,7 +69,10 @@ impl Role {
         use Permission::*;
         match self {
             Self::Admin => true,
-            Self::SecurityAnalyst => matches!(p, ReadSubjects | ReadDevices | ReadRecords | Verify | Analytics),
+            Self::SecurityAnalyst => matches!(
+                p,
+                ReadSubjects | ReadDevices | ReadRecords | Verify | Analytics
+            ),
             Self::Operator => matches!(p, ReadSubjects | ReadDevices | Verify),
             Self::Viewer => matches!(p, ReadSubjects | Analytics),
         }
@@ -84,7 +92,9 @@ impl FromStr for Role {
         Self::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}; use admin, security_analyst, operator or viewer"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?}; use admin, security_analyst, operator or viewer")
+            })
     }
 }
 
@@ -112,12 +122,19 @@ pub struct NewApiKey {
 
 impl fmt::Debug for NewApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewApiKey").field("record", &self.record).finish_non_exhaustive()
+        f.debug_struct("NewApiKey")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
     }
 }
 
 /// Creates a key with a role and an optional lifetime.
-pub fn create_key(store: &Store, name: &str, role: Role, expires_in_days: Option<u32>) -> Result<NewApiKey, StoreError> {
+pub fn create_key(
+    store: &Store,
+    name: &str,
+    role: Role,
+    expires_in_days: Option<u32>,
+) -> Result<NewApiKey, StoreError> {
     let key = format!("{KEY_PREFIX}{}", hex::encode(random_bytes::<24>()));
     let now = chrono::Utc::now();
     let record = ApiKeyRecord {
@@ -126,7 +143,8 @@ pub fn create_key(store: &Store, name: &str, role: Role, expires_in_days: Option
         role: role.as_str().into(),
         key_hash: sha256_hex(key.as_bytes()),
         created_at: store::timestamp(now),
-        expires_at: expires_in_days.map(|d| store::timestamp(now + chrono::Duration::days(i64::from(d)))),
+        expires_at: expires_in_days
+            .map(|d| store::timestamp(now + chrono::Duration::days(i64::from(d)))),
         revoked_at: None,
         last_used_at: None,
     };
@@ -146,7 +164,10 @@ pub enum KeyRejection {
 }
 
 /// Checks a presented key; records its use.
-pub fn authenticate(store: &Store, presented: &str) -> Result<Result<Principal, KeyRejection>, StoreError> {
+pub fn authenticate(
+    store: &Store,
+    presented: &str,
+) -> Result<Result<Principal, KeyRejection>, StoreError> {
     let hash = sha256_hex(presented.as_bytes());
     let Some(record) = store.read(|c| api_keys::by_hash(c, &hash))? else {
         return Ok(Err(KeyRejection::Unknown));
@@ -155,14 +176,22 @@ pub fn authenticate(store: &Store, presented: &str) -> Result<Result<Principal, 
         return Ok(Err(KeyRejection::Revoked));
     }
     let now = chrono::Utc::now();
-    if record.expires_at.as_deref().and_then(store::parse_time).is_some_and(|t| t <= now) {
+    if record
+        .expires_at
+        .as_deref()
+        .and_then(store::parse_time)
+        .is_some_and(|t| t <= now)
+    {
         return Ok(Err(KeyRejection::Expired));
     }
     let Ok(role) = record.role.parse::<Role>() else {
         return Ok(Err(KeyRejection::Unknown));
     };
     store.read(|c| api_keys::touch(c, &record.id, &store::timestamp(now)))?;
-    Ok(Ok(Principal { name: format!("api-key:{}", record.name), role }))
+    Ok(Ok(Principal {
+        name: format!("api-key:{}", record.name),
+        role,
+    }))
 }
 
 #[cfg(test)]
@@ -190,18 +219,35 @@ mod tests {
         let p = authenticate(&store, &new.key).unwrap().unwrap();
         assert_eq!(p.role, Role::Operator);
         let stored: Vec<String> = store
-            .read(|c| c.prepare("SELECT key_hash FROM api_keys")?.query_map([], |r| r.get(0))?.collect())
+            .read(|c| {
+                c.prepare("SELECT key_hash FROM api_keys")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
             .unwrap();
-        assert!(!stored.iter().any(|h| h.contains(&new.key[KEY_PREFIX.len()..])));
-        store.write(|tx| api_keys::revoke(tx, "kiosk", &store::now())).unwrap();
-        assert_eq!(authenticate(&store, &new.key).unwrap(), Err(KeyRejection::Revoked));
-        assert_eq!(authenticate(&store, "apgk_nope").unwrap(), Err(KeyRejection::Unknown));
+        assert!(!stored
+            .iter()
+            .any(|h| h.contains(&new.key[KEY_PREFIX.len()..])));
+        store
+            .write(|tx| api_keys::revoke(tx, "kiosk", &store::now()))
+            .unwrap();
+        assert_eq!(
+            authenticate(&store, &new.key).unwrap(),
+            Err(KeyRejection::Revoked)
+        );
+        assert_eq!(
+            authenticate(&store, "apgk_nope").unwrap(),
+            Err(KeyRejection::Unknown)
+        );
     }
 
     #[test]
     fn an_expired_key_is_refused() {
         let (_dir, store) = temp_store();
         let new = create_key(&store, "old", Role::Viewer, Some(0)).unwrap();
-        assert_eq!(authenticate(&store, &new.key).unwrap(), Err(KeyRejection::Expired));
+        assert_eq!(
+            authenticate(&store, &new.key).unwrap(),
+            Err(KeyRejection::Expired)
+        );
     }
 }

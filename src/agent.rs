@@ -89,7 +89,9 @@ pub struct Endpoints {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Agent")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +111,11 @@ impl Agent {
         let site_keys = match (&config.sync.site_key_file, config.sync.enabled) {
             (Some(path), true) => {
                 let strict = config.profile() == crate::config::Profile::Production;
-                Some(Arc::new(crate::distribution::load_site_keys(path, &config.agent.site, strict)?))
+                Some(Arc::new(crate::distribution::load_site_keys(
+                    path,
+                    &config.agent.site,
+                    strict,
+                )?))
             }
             _ => None,
         };
@@ -117,7 +123,11 @@ impl Agent {
         drop(master);
         let heartbeats = Arc::new(Heartbeats::default());
         status("Enumerating devices");
-        let devices = DeviceManager::start(config.devices.simulated.clone(), extra_providers, heartbeats.clone());
+        let devices = DeviceManager::start(
+            config.devices.simulated.clone(),
+            extra_providers,
+            heartbeats.clone(),
+        );
         let workers = WorkerPool::start(
             config.performance.max_workers,
             config.performance.queue_size,
@@ -141,8 +151,10 @@ impl Agent {
             rotation: tokio::sync::Mutex::new(()),
         });
         status("Loading engines and galleries");
-        let enabled: Vec<Modality> =
-            Modality::ALL.into_iter().filter(|m| agent.config().engine(*m).enabled).collect();
+        let enabled: Vec<Modality> = Modality::ALL
+            .into_iter()
+            .filter(|m| agent.config().engine(*m).enabled)
+            .collect();
         for modality in enabled {
             agent.load_engine(modality)?;
         }
@@ -152,7 +164,10 @@ impl Agent {
 
     /// The configuration in effect.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Applies a reloaded configuration: thresholds, engines, devices. Settings that need a
@@ -206,7 +221,11 @@ impl Agent {
     /// Who this agent is, for events.
     pub fn origin(&self) -> Origin {
         let c = self.config();
-        Origin { site: c.agent.site.clone(), agent: c.agent.id.clone(), enabled: c.sync.enabled }
+        Origin {
+            site: c.agent.site.clone(),
+            agent: c.agent.id.clone(),
+            enabled: c.sync.enabled,
+        }
     }
 
     /// The site keys sealing distributed templates, when sync is on.
@@ -216,7 +235,10 @@ impl Agent {
 
     /// Where the agent listens.
     pub fn endpoints(&self) -> Endpoints {
-        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records where the agent listens, once bound.
@@ -244,7 +266,8 @@ impl Agent {
     }
 
     fn load_engine(&self, modality: Modality) -> Result<(), StartError> {
-        let engine = engines::load(modality).map_err(|error| StartError::Engine { modality, error })?;
+        let engine =
+            engines::load(modality).map_err(|error| StartError::Engine { modality, error })?;
         let gallery = self.fill_gallery(engine.as_ref())?;
         self.engines
             .write()
@@ -257,7 +280,9 @@ impl Agent {
     /// open or parse is skipped, logged with its ids and audited; the agent carries on.
     fn fill_gallery(&self, engine: &dyn Engine) -> Result<Box<dyn Gallery>, StartError> {
         let modality = engine.modality();
-        let rows = self.store.read(|c| templates::by_modality(c, modality.as_str()))?;
+        let rows = self
+            .store
+            .read(|c| templates::by_modality(c, modality.as_str()))?;
         let mut gallery = engine.new_gallery();
         let mut unreadable = 0;
         for row in &rows {
@@ -265,7 +290,11 @@ impl Agent {
                 .vault
                 .open_row(row)
                 .map_err(|e| e.to_string())
-                .and_then(|plain| gallery.insert(row.id, row.subject_id, &plain).map_err(|e| e.to_string()));
+                .and_then(|plain| {
+                    gallery
+                        .insert(row.id, row.subject_id, &plain)
+                        .map_err(|e| e.to_string())
+                });
             if let Err(error) = result {
                 unreadable += 1;
                 tracing::error!(template = %row.id, subject = %row.subject_id, modality = %modality, error = %error,
@@ -278,7 +307,8 @@ impl Agent {
                     subject_id: Some(row.subject_id),
                     detail: serde_json::json!({ "template_id": row.id, "modality": modality.as_str(), "error": error }),
                 };
-                self.store.write(|tx| audit::append(tx, self.vault.audit_key(), &entry))?;
+                self.store
+                    .write(|tx| audit::append(tx, self.vault.audit_key(), &entry))?;
             }
         }
         self.unreadable.fetch_add(unreadable, Ordering::Relaxed);
@@ -290,28 +320,42 @@ impl Agent {
     pub fn refresh_gauges(&self) {
         if let Ok(counts) = self.store.read(templates::count_by_modality) {
             for m in Modality::ALL {
-                let n = counts.iter().find(|(name, _)| name == m.as_str()).map_or(0, |(_, n)| *n);
-                self.metrics.templates_stored.with_label_values(&[m.as_str()]).set(n as i64);
+                let n = counts
+                    .iter()
+                    .find(|(name, _)| name == m.as_str())
+                    .map_or(0, |(_, n)| *n);
+                self.metrics
+                    .templates_stored
+                    .with_label_values(&[m.as_str()])
+                    .set(n as i64);
             }
         }
         if let Ok(depth) = self.store.read(store::outbox::depth) {
             self.metrics.outbox_depth.set(depth as i64);
         }
         for d in self.devices.list() {
-            let up = matches!(d.info.state, apg_device::DeviceState::Ready | apg_device::DeviceState::Busy);
+            let up = matches!(
+                d.info.state,
+                apg_device::DeviceState::Ready | apg_device::DeviceState::Busy
+            );
             self.metrics
                 .device_up
                 .with_label_values(&[&d.info.id, &d.info.driver, d.info.kind.label()])
                 .set(i64::from(up));
         }
         self.metrics.queue_depth.set(self.workers.queued() as i64);
-        self.metrics.templates_unreadable.set(self.unreadable_templates() as i64);
+        self.metrics
+            .templates_unreadable
+            .set(self.unreadable_templates() as i64);
     }
 
     /// Removes a subject's templates from every gallery.
     pub fn forget_subject(&self, subject: Uuid) {
         for (_, gallery) in self.engines_read().values() {
-            gallery.write().unwrap_or_else(|p| p.into_inner()).remove_subject(subject);
+            gallery
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove_subject(subject);
         }
     }
 }

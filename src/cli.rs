@@ -214,7 +214,10 @@ pub enum KeyAction {
 
 /// Runs the CLI; the exit code is 0 on success, 1 on a refused or failed operation.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let socket = cli.socket.clone().unwrap_or_else(|| socket_from_config(&cli.config));
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| socket_from_config(&cli.config));
     let client = Client::new(&socket);
     let out = Output { json: cli.json };
     match cli.command {
@@ -223,27 +226,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             out.health(&a);
             Ok(i32::from(a.status != StatusCode::OK))
         }
-        Command::Devices { action } => devices(&client, &out, action.unwrap_or(DeviceAction::List)).await,
+        Command::Devices { action } => {
+            devices(&client, &out, action.unwrap_or(DeviceAction::List)).await
+        }
         Command::Subjects { action } => subjects(&client, &out, action).await,
-        Command::Enroll { subject, samples, create, name } => enroll(&client, &out, &subject, &samples, create, name).await,
+        Command::Enroll {
+            subject,
+            samples,
+            create,
+            name,
+        } => enroll(&client, &out, &subject, &samples, create, name).await,
         Command::Verify { subject, samples } => {
             let mut body = sample_body(&samples, true)?;
             body["subject_id"] = json!(subject);
             let a = client.call(Method::POST, "/verify", Some(&body)).await?;
             out.decision(&a, "verify")
         }
-        Command::Identify { samples, max_candidates } => {
+        Command::Identify {
+            samples,
+            max_candidates,
+        } => {
             let mut body = sample_body(&samples, true)?;
             body["max_candidates"] = json!(max_candidates);
             let a = client.call(Method::POST, "/identify", Some(&body)).await?;
             out.decision(&a, "identify")
         }
         Command::History { subject, limit } => {
-            let q = subject.map(|s| format!("&subject={}", urlencode(&s))).unwrap_or_default();
-            let a = client.call(Method::GET, &format!("/history?limit={limit}{q}"), None).await?;
-            out.table(&a, "history", &["created_at", "operation", "modality", "decision", "score", "device_id", "reason"])
+            let q = subject
+                .map(|s| format!("&subject={}", urlencode(&s)))
+                .unwrap_or_default();
+            let a = client
+                .call(Method::GET, &format!("/history?limit={limit}{q}"), None)
+                .await?;
+            out.table(
+                &a,
+                "history",
+                &[
+                    "created_at",
+                    "operation",
+                    "modality",
+                    "decision",
+                    "score",
+                    "device_id",
+                    "reason",
+                ],
+            )
         }
-        Command::Audit { action: AuditAction::Verify } => {
+        Command::Audit {
+            action: AuditAction::Verify,
+        } => {
             let a = client.call(Method::POST, "/audit/verify", None).await?;
             if out.raw(&a) {
                 return Ok(i32::from(!a.status.is_success()));
@@ -255,13 +286,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("Audit log intact: {} entries checked.", a.body["entries"]);
                 Ok(0)
             } else {
-                println!("AUDIT LOG BROKEN: entries {} were altered, removed or inserted.", a.body["broken"]);
+                println!(
+                    "AUDIT LOG BROKEN: entries {} were altered, removed or inserted.",
+                    a.body["broken"]
+                );
                 Ok(1)
             }
         }
-        Command::Audit { action: AuditAction::List { limit } } => {
-            let a = client.call(Method::GET, &format!("/audit?limit={limit}"), None).await?;
-            out.table(&a, "entries", &["created_at", "actor", "action", "subject_id"])
+        Command::Audit {
+            action: AuditAction::List { limit },
+        } => {
+            let a = client
+                .call(Method::GET, &format!("/audit?limit={limit}"), None)
+                .await?;
+            out.table(
+                &a,
+                "entries",
+                &["created_at", "actor", "action", "subject_id"],
+            )
         }
         Command::Keys { action } => keys(&client, &out, action).await,
         Command::Backup { path } => {
@@ -270,9 +312,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             out.simple(&a, |b| format!("Backup written to {} ({} bytes). It is encrypted: keep the master key to restore it.", b["path"].as_str().unwrap_or("?"), b["bytes"]))
         }
         Command::Restore { path } => {
-            let path = std::fs::canonicalize(&path).with_context(|| format!("backup file {}", path.display()))?;
-            let a = client.call(Method::POST, "/restore", Some(&json!({ "path": path }))).await?;
-            out.simple(&a, |b| format!("Restored {}: {} subjects, {} unreadable templates.", b["path"].as_str().unwrap_or("?"), b["subjects"], b["unreadable_templates"]))
+            let path = std::fs::canonicalize(&path)
+                .with_context(|| format!("backup file {}", path.display()))?;
+            let a = client
+                .call(Method::POST, "/restore", Some(&json!({ "path": path })))
+                .await?;
+            out.simple(&a, |b| {
+                format!(
+                    "Restored {}: {} subjects, {} unreadable templates.",
+                    b["path"].as_str().unwrap_or("?"),
+                    b["subjects"],
+                    b["unreadable_templates"]
+                )
+            })
         }
         Command::Doctor => crate::doctor::run(&cli.config, &client, cli.json).await,
     }
@@ -286,7 +338,13 @@ fn socket_from_config(config: &Path) -> PathBuf {
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -320,23 +378,56 @@ async fn devices(client: &Client, out: &Output, action: DeviceAction) -> anyhow:
         DeviceAction::List => {
             let a = client.call(Method::GET, "/devices", None).await?;
             if out.raw(&a) || !a.status.is_success() {
-                return if a.status.is_success() { Ok(0) } else { out.fail(&a) };
+                return if a.status.is_success() {
+                    Ok(0)
+                } else {
+                    out.fail(&a)
+                };
             }
             let devices = a.body["devices"].as_array().cloned().unwrap_or_default();
             if devices.is_empty() {
                 println!("No devices. Plug a reader in, or configure devices.simulated.");
             }
-            println!("{:<20} {:<12} {:<20} {:<18} {:<40} CAPABILITIES", "ID", "DRIVER", "KIND", "STATE", "TRANSPORT");
+            println!(
+                "{:<20} {:<12} {:<20} {:<18} {:<40} CAPABILITIES",
+                "ID", "DRIVER", "KIND", "STATE", "TRANSPORT"
+            );
             for d in devices {
-                let caps: Vec<&str> = d["capabilities"].as_object().map(|o| o.iter().filter(|(_, v)| **v == json!(true)).map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
-                let transport = d["transport"].as_object().map(|o| o.iter().filter(|(k, _)| *k != "type").map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+                let caps: Vec<&str> = d["capabilities"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .filter(|(_, v)| **v == json!(true))
+                            .map(|(k, _)| k.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let transport = d["transport"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .filter(|(k, _)| *k != "type")
+                            .map(|(k, v)| {
+                                format!(
+                                    "{k}={}",
+                                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
                 println!(
                     "{:<20} {:<12} {:<20} {:<18} {:<40} {}",
                     d["id"].as_str().unwrap_or("?"),
                     d["driver"].as_str().unwrap_or("?"),
                     d["kind"].as_str().unwrap_or("?"),
                     d["state"].as_str().unwrap_or("?"),
-                    format!("{} {}", d["transport"]["type"].as_str().unwrap_or(""), transport),
+                    format!(
+                        "{} {}",
+                        d["transport"]["type"].as_str().unwrap_or(""),
+                        transport
+                    ),
                     caps.join(",")
                 );
                 if let Some(e) = d["last_error"].as_str() {
@@ -346,11 +437,25 @@ async fn devices(client: &Client, out: &Output, action: DeviceAction) -> anyhow:
             Ok(0)
         }
         DeviceAction::Test { id } => {
-            let a = client.call(Method::POST, &format!("/devices/{}/test", urlencode(&id)), None).await?;
+            let a = client
+                .call(
+                    Method::POST,
+                    &format!("/devices/{}/test", urlencode(&id)),
+                    None,
+                )
+                .await?;
             out.simple(&a, |b| {
-                let mut text = format!("{}: captured in {:.0} ms", id, b["capture_ms"].as_f64().unwrap_or(0.0));
+                let mut text = format!(
+                    "{}: captured in {:.0} ms",
+                    id,
+                    b["capture_ms"].as_f64().unwrap_or(0.0)
+                );
                 if b["accepted"] == json!(true) {
-                    text += &format!("; quality {:.2} ({} native)", b["quality"]["score"].as_f64().unwrap_or(0.0), b["quality"]["native"]);
+                    text += &format!(
+                        "; quality {:.2} ({} native)",
+                        b["quality"]["score"].as_f64().unwrap_or(0.0),
+                        b["quality"]["native"]
+                    );
                 } else if let Some(r) = b["reason"].as_str() {
                     text += &format!("; refused: {r}");
                 }
@@ -358,8 +463,16 @@ async fn devices(client: &Client, out: &Output, action: DeviceAction) -> anyhow:
             })
         }
         DeviceAction::Present { id, file } => {
-            let a = client.call(Method::POST, &format!("/devices/{}/present", urlencode(&id)), Some(&json!({ "file": file }))).await?;
-            out.simple(&a, |_| format!("{id} will replay {file} at its next capture."))
+            let a = client
+                .call(
+                    Method::POST,
+                    &format!("/devices/{}/present", urlencode(&id)),
+                    Some(&json!({ "file": file })),
+                )
+                .await?;
+            out.simple(&a, |_| {
+                format!("{id} will replay {file} at its next capture.")
+            })
         }
     }
 }
@@ -367,19 +480,60 @@ async fn devices(client: &Client, out: &Output, action: DeviceAction) -> anyhow:
 async fn subjects(client: &Client, out: &Output, action: SubjectAction) -> anyhow::Result<i32> {
     match action {
         SubjectAction::List { limit } => {
-            let a = client.call(Method::GET, &format!("/subjects?limit={limit}"), None).await?;
-            out.table(&a, "subjects", &["external_id", "display_name", "id", "origin_agent", "created_at"])
+            let a = client
+                .call(Method::GET, &format!("/subjects?limit={limit}"), None)
+                .await?;
+            out.table(
+                &a,
+                "subjects",
+                &[
+                    "external_id",
+                    "display_name",
+                    "id",
+                    "origin_agent",
+                    "created_at",
+                ],
+            )
         }
         SubjectAction::Create { external_id, name } => {
-            let a = client.call(Method::POST, "/subjects", Some(&json!({ "external_id": external_id, "display_name": name }))).await?;
-            out.simple(&a, |b| format!("Subject {} created (id {}).", external_id, b["id"].as_str().unwrap_or("?")))
+            let a = client
+                .call(
+                    Method::POST,
+                    "/subjects",
+                    Some(&json!({ "external_id": external_id, "display_name": name })),
+                )
+                .await?;
+            out.simple(&a, |b| {
+                format!(
+                    "Subject {} created (id {}).",
+                    external_id,
+                    b["id"].as_str().unwrap_or("?")
+                )
+            })
         }
         SubjectAction::Show { subject } => {
-            let a = client.call(Method::GET, &format!("/subjects/{}", urlencode(&subject)), None).await?;
+            let a = client
+                .call(
+                    Method::GET,
+                    &format!("/subjects/{}", urlencode(&subject)),
+                    None,
+                )
+                .await?;
             out.simple(&a, |b| {
-                let mut text = format!("{} (id {}), enrolled at {}", subject, b["subject"]["id"].as_str().unwrap_or("?"), b["subject"]["origin_agent"].as_str().unwrap_or("?"));
+                let mut text = format!(
+                    "{} (id {}), enrolled at {}",
+                    subject,
+                    b["subject"]["id"].as_str().unwrap_or("?"),
+                    b["subject"]["origin_agent"].as_str().unwrap_or("?")
+                );
                 for t in b["templates"].as_array().into_iter().flatten() {
-                    text += &format!("\n  {} template {} quality {:.2} key v{}", t["modality"].as_str().unwrap_or("?"), t["id"].as_str().unwrap_or("?"), t["quality"].as_f64().unwrap_or(0.0), t["key_version"]);
+                    text += &format!(
+                        "\n  {} template {} quality {:.2} key v{}",
+                        t["modality"].as_str().unwrap_or("?"),
+                        t["id"].as_str().unwrap_or("?"),
+                        t["quality"].as_f64().unwrap_or(0.0),
+                        t["key_version"]
+                    );
                 }
                 if let Some(until) = b["locked_until"].as_str() {
                     text += &format!("\n  LOCKED until {until}");
@@ -388,15 +542,36 @@ async fn subjects(client: &Client, out: &Output, action: SubjectAction) -> anyho
             })
         }
         SubjectAction::Delete { subject } => {
-            let a = client.call(Method::DELETE, &format!("/subjects/{}", urlencode(&subject)), None).await?;
-            out.simple(&a, |_| format!("Subject {subject} deleted; its templates are erased."))
+            let a = client
+                .call(
+                    Method::DELETE,
+                    &format!("/subjects/{}", urlencode(&subject)),
+                    None,
+                )
+                .await?;
+            out.simple(&a, |_| {
+                format!("Subject {subject} deleted; its templates are erased.")
+            })
         }
     }
 }
 
-async fn enroll(client: &Client, out: &Output, subject: &str, samples: &SampleArgs, create: bool, name: Option<String>) -> anyhow::Result<i32> {
+async fn enroll(
+    client: &Client,
+    out: &Output,
+    subject: &str,
+    samples: &SampleArgs,
+    create: bool,
+    name: Option<String>,
+) -> anyhow::Result<i32> {
     if create {
-        let a = client.call(Method::POST, "/subjects", Some(&json!({ "external_id": subject, "display_name": name }))).await?;
+        let a = client
+            .call(
+                Method::POST,
+                "/subjects",
+                Some(&json!({ "external_id": subject, "display_name": name })),
+            )
+            .await?;
         if a.status != StatusCode::CREATED && a.status != StatusCode::CONFLICT {
             return out.fail(&a);
         }
@@ -405,25 +580,51 @@ async fn enroll(client: &Client, out: &Output, subject: &str, samples: &SampleAr
     let mut code = 1;
     let json_mode = out.json;
     client
-        .stream(&format!("/subjects/{}/enroll", urlencode(subject)), &body, |line| {
-            if json_mode {
-                println!("{line}");
-            }
-            match line["event"].as_str() {
-                Some("capture") if !json_mode => println!("[{}/{}] Present the {} now (attempt {})...", line["accepted"].as_u64().unwrap_or(0) + 1, line["needed"], samples.modality, line["attempt"]),
-                Some("accepted") if !json_mode => println!("[{}/{}] Accepted, quality {:.2}.", line["accepted"], line["needed"], line["quality"].as_f64().unwrap_or(0.0)),
-                Some("retry") if !json_mode => println!("      Try again: {}", line["reason"].as_str().unwrap_or("")),
-                Some("done") => {
-                    code = 0;
-                    if !json_mode {
-                        let r = &line["result"];
-                        println!("Enrolled {} ({}): {} templates stored after {} captures.", r["subject"].as_str().unwrap_or(subject), r["modality"].as_str().unwrap_or(""), r["templates"].as_array().map_or(0, Vec::len), r["attempts"]);
-                    }
+        .stream(
+            &format!("/subjects/{}/enroll", urlencode(subject)),
+            &body,
+            |line| {
+                if json_mode {
+                    println!("{line}");
                 }
-                Some("failed") if !json_mode => eprintln!("Enrollment failed: {}", line["error"]["message"].as_str().unwrap_or("unknown error")),
-                _ => {}
-            }
-        })
+                match line["event"].as_str() {
+                    Some("capture") if !json_mode => println!(
+                        "[{}/{}] Present the {} now (attempt {})...",
+                        line["accepted"].as_u64().unwrap_or(0) + 1,
+                        line["needed"],
+                        samples.modality,
+                        line["attempt"]
+                    ),
+                    Some("accepted") if !json_mode => println!(
+                        "[{}/{}] Accepted, quality {:.2}.",
+                        line["accepted"],
+                        line["needed"],
+                        line["quality"].as_f64().unwrap_or(0.0)
+                    ),
+                    Some("retry") if !json_mode => {
+                        println!("      Try again: {}", line["reason"].as_str().unwrap_or(""))
+                    }
+                    Some("done") => {
+                        code = 0;
+                        if !json_mode {
+                            let r = &line["result"];
+                            println!(
+                                "Enrolled {} ({}): {} templates stored after {} captures.",
+                                r["subject"].as_str().unwrap_or(subject),
+                                r["modality"].as_str().unwrap_or(""),
+                                r["templates"].as_array().map_or(0, Vec::len),
+                                r["attempts"]
+                            );
+                        }
+                    }
+                    Some("failed") if !json_mode => eprintln!(
+                        "Enrollment failed: {}",
+                        line["error"]["message"].as_str().unwrap_or("unknown error")
+                    ),
+                    _ => {}
+                }
+            },
+        )
         .await?;
     Ok(code)
 }
@@ -432,23 +633,75 @@ async fn keys(client: &Client, out: &Output, action: KeyAction) -> anyhow::Resul
     match action {
         KeyAction::Rotate => {
             let a = client.call(Method::POST, "/keys/rotate", None).await?;
-            out.simple(&a, |b| format!("Data key version {} active; {} templates re-encrypted in {:.0} ms{}.", b["active_version"], b["resealed"], b["duration_ms"].as_f64().unwrap_or(0.0), if b["finished"] == json!(true) { "; older keys retired" } else { "; SOME TEMPLATES COULD NOT BE RE-ENCRYPTED, older keys kept (see the log)" }))
+            out.simple(&a, |b| {
+                format!(
+                    "Data key version {} active; {} templates re-encrypted in {:.0} ms{}.",
+                    b["active_version"],
+                    b["resealed"],
+                    b["duration_ms"].as_f64().unwrap_or(0.0),
+                    if b["finished"] == json!(true) {
+                        "; older keys retired"
+                    } else {
+                        "; SOME TEMPLATES COULD NOT BE RE-ENCRYPTED, older keys kept (see the log)"
+                    }
+                )
+            })
         }
         KeyAction::Init { file } => {
-            crate::crypto::create_key_file(&file).with_context(|| format!("cannot create master key {} (it must not exist yet)", file.display()))?;
+            crate::crypto::create_key_file(&file).with_context(|| {
+                format!(
+                    "cannot create master key {} (it must not exist yet)",
+                    file.display()
+                )
+            })?;
             println!("Master key written to {} (mode 0600). Back it up offline: without it, templates and backups cannot be read.", file.display());
             Ok(0)
         }
-        KeyAction::CreateApiKey { name, role, expires_days } => {
-            let a = client.call(Method::POST, "/api-keys", Some(&json!({ "name": name, "role": role, "expires_in_days": expires_days }))).await?;
-            out.simple(&a, |b| format!("API key {} ({}) created. It is shown only now:\n{}", name, role, b["key"].as_str().unwrap_or("?")))
+        KeyAction::CreateApiKey {
+            name,
+            role,
+            expires_days,
+        } => {
+            let a = client
+                .call(
+                    Method::POST,
+                    "/api-keys",
+                    Some(&json!({ "name": name, "role": role, "expires_in_days": expires_days })),
+                )
+                .await?;
+            out.simple(&a, |b| {
+                format!(
+                    "API key {} ({}) created. It is shown only now:\n{}",
+                    name,
+                    role,
+                    b["key"].as_str().unwrap_or("?")
+                )
+            })
         }
         KeyAction::ListApiKeys => {
             let a = client.call(Method::GET, "/api-keys", None).await?;
-            out.table(&a, "api_keys", &["name", "role", "id", "created_at", "expires_at", "revoked_at", "last_used_at"])
+            out.table(
+                &a,
+                "api_keys",
+                &[
+                    "name",
+                    "role",
+                    "id",
+                    "created_at",
+                    "expires_at",
+                    "revoked_at",
+                    "last_used_at",
+                ],
+            )
         }
         KeyAction::RevokeApiKey { key } => {
-            let a = client.call(Method::DELETE, &format!("/api-keys/{}", urlencode(&key)), None).await?;
+            let a = client
+                .call(
+                    Method::DELETE,
+                    &format!("/api-keys/{}", urlencode(&key)),
+                    None,
+                )
+                .await?;
             out.simple(&a, |_| format!("API key {key} revoked."))
         }
     }
@@ -463,7 +716,10 @@ impl Output {
     /// In JSON mode prints the answer and returns true.
     fn raw(&self, a: &Answer) -> bool {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&a.body).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&a.body).unwrap_or_default()
+            );
         }
         self.json
     }
@@ -492,14 +748,30 @@ impl Output {
             return self.fail(a);
         }
         let rows = a.body[key].as_array().cloned().unwrap_or_default();
-        println!("{}", columns.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>().join("\t"));
+        println!(
+            "{}",
+            columns
+                .iter()
+                .map(|c| c.to_uppercase())
+                .collect::<Vec<_>>()
+                .join("\t")
+        );
         for row in rows {
             let cells: Vec<String> = columns
                 .iter()
                 .map(|c| match &row[*c] {
                     Value::Null => "-".into(),
                     Value::String(s) => s.clone(),
-                    Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.3}") }),
+                    Value::Number(n) => n.as_f64().map_or_else(
+                        || n.to_string(),
+                        |f| {
+                            if f.fract() == 0.0 {
+                                format!("{f:.0}")
+                            } else {
+                                format!("{f:.3}")
+                            }
+                        },
+                    ),
                     other => other.to_string(),
                 })
                 .collect();
@@ -512,9 +784,20 @@ impl Output {
         if self.raw(a) {
             return;
         }
-        println!("Agent {} (site {}), {} profile, status {}", a.body["agent"].as_str().unwrap_or("?"), a.body["site"].as_str().unwrap_or("?"), a.body["profile"].as_str().unwrap_or("?"), a.body["status"].as_str().unwrap_or("?"));
+        println!(
+            "Agent {} (site {}), {} profile, status {}",
+            a.body["agent"].as_str().unwrap_or("?"),
+            a.body["site"].as_str().unwrap_or("?"),
+            a.body["profile"].as_str().unwrap_or("?"),
+            a.body["status"].as_str().unwrap_or("?")
+        );
         for c in a.body["checks"].as_array().into_iter().flatten() {
-            println!("  {:<8} {:<9} {}", c["status"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?"), c["detail"].as_str().unwrap_or(""));
+            println!(
+                "  {:<8} {:<9} {}",
+                c["status"].as_str().unwrap_or("?"),
+                c["name"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("")
+            );
         }
     }
 
@@ -536,13 +819,21 @@ impl Output {
                 b["threshold"].as_f64().unwrap_or(0.0),
                 b["quality"]["score"].as_f64().unwrap_or(0.0),
                 b["duration_ms"].as_f64().unwrap_or(0.0),
-                b["locked_until"].as_str().map(|u| format!("; subject LOCKED until {u}")).unwrap_or_default()
+                b["locked_until"]
+                    .as_str()
+                    .map(|u| format!("; subject LOCKED until {u}"))
+                    .unwrap_or_default()
             ),
             _ => println!(
                 "{}{} (score {}, threshold {:.3}, {} templates searched, {:.0} ms)",
                 decision.to_uppercase(),
-                b["subject"].as_str().map(|s| format!(": {s}")).unwrap_or_default(),
-                b["score"].as_f64().map_or_else(|| "-".into(), |s| format!("{s:.3}")),
+                b["subject"]
+                    .as_str()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default(),
+                b["score"]
+                    .as_f64()
+                    .map_or_else(|| "-".into(), |s| format!("{s:.3}")),
                 b["threshold"].as_f64().unwrap_or(0.0),
                 b["gallery_size"],
                 b["duration_ms"].as_f64().unwrap_or(0.0)

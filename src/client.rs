@@ -42,7 +42,9 @@ pub struct Answer {
 impl Answer {
     /// The error message of a non-success answer.
     pub fn error_message(&self) -> String {
-        self.body["error"]["message"].as_str().map_or_else(|| format!("HTTP {}", self.status), str::to_string)
+        self.body["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {}", self.status), str::to_string)
     }
 }
 
@@ -55,15 +57,31 @@ pub struct Client {
 impl Client {
     /// A client of the agent listening on `socket`.
     pub fn new(socket: &Path) -> Self {
-        Self { socket: socket.to_path_buf() }
+        Self {
+            socket: socket.to_path_buf(),
+        }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, ndjson: bool) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        ndjson: bool,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|error| ClientError::Connect { path: self.socket.clone(), error })?;
-        let http = |e: hyper::Error| ClientError::Http { path: self.socket.clone(), error: e.to_string() };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+            .map_err(|error| ClientError::Connect {
+                path: self.socket.clone(),
+                error,
+            })?;
+        let http = |e: hyper::Error| ClientError::Http {
+            path: self.socket.clone(),
+            error: e.to_string(),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
         tokio::spawn(conn);
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let request = Request::builder()
@@ -71,34 +89,57 @@ impl Client {
             .uri(format!("{}{path}", crate::api::PREFIX))
             .header(HOST, "localhost")
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, if ndjson { "application/x-ndjson" } else { "application/json" })
+            .header(
+                ACCEPT,
+                if ndjson {
+                    "application/x-ndjson"
+                } else {
+                    "application/json"
+                },
+            )
             .body(Full::new(bytes))
             .expect("a request from valid parts");
         sender.send_request(request).await.map_err(http)
     }
 
     /// Sends a request and reads the whole JSON answer.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, ClientError> {
         let response = self.send(method, path, body, false).await?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Http { path: self.socket.clone(), error: e.to_string() })?
+            .map_err(|e| ClientError::Http {
+                path: self.socket.clone(),
+                error: e.to_string(),
+            })?
             .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Answer { status, body })
     }
 
     /// Sends a request whose answer is JSON lines, calling `line` for each as it arrives.
-    pub async fn stream(&self, path: &str, body: &Value, mut line: impl FnMut(Value)) -> Result<StatusCode, ClientError> {
+    pub async fn stream(
+        &self,
+        path: &str,
+        body: &Value,
+        mut line: impl FnMut(Value),
+    ) -> Result<StatusCode, ClientError> {
         let response = self.send(Method::POST, path, Some(body), true).await?;
         let status = response.status();
         let mut body = response.into_body();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ClientError::Http { path: self.socket.clone(), error: e.to_string() })?;
+            let frame = frame.map_err(|e| ClientError::Http {
+                path: self.socket.clone(),
+                error: e.to_string(),
+            })?;
             if let Some(data) = frame.data_ref() {
                 pending.extend_from_slice(data);
                 while let Some(end) = pending.iter().position(|b| *b == b'\n') {

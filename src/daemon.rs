@@ -42,26 +42,42 @@ pub fn load_config(path: &Path) -> Result<Config, config::ConfigError> {
 pub fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = load_config(&config_path).map_err(|e| {
-        notify(&[NotifyState::Status(&format!("Invalid configuration {}", config_path.display()))]);
+        notify(&[NotifyState::Status(&format!(
+            "Invalid configuration {}",
+            config_path.display()
+        ))]);
         anyhow::anyhow!("{e}")
     })?;
     let log = logging::init(&config.logging).map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(config = %config_path.display(), profile = config.profile().label(), version = env!("CARGO_PKG_VERSION"), "Agent starting.");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("apg-rt").build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("apg-rt")
+        .build()?;
     runtime.block_on(serve(config, config_path, log, started))
 }
 
 fn load_master(config: &Config) -> anyhow::Result<MasterKey> {
     let strict = config.profile() == Profile::Production;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let key = crypto::load_master_key(&config.keys.master_key_file, &config.keys.credential, credentials.as_deref(), strict)?;
+    let key = crypto::load_master_key(
+        &config.keys.master_key_file,
+        &config.keys.credential,
+        credentials.as_deref(),
+        strict,
+    )?;
     if !strict && crypto::key_file_is_open(&config.keys.master_key_file) {
         tracing::warn!(file = %config.keys.master_key_file.display(), "Master key file is readable by others; production refuses this. Run chmod 600.");
     }
     Ok(key)
 }
 
-async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: Instant) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: PathBuf,
+    log: LogHandle,
+    started: Instant,
+) -> anyhow::Result<()> {
     status("Loading master key");
     let master = load_master(&config)?;
     for m in crate::modality::Modality::ALL {
@@ -70,9 +86,11 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
         }
     }
     let start_config = config.clone();
-    let agent = tokio::task::spawn_blocking(move || Agent::start(start_config, master, crate::hardware::providers(), &status))
-        .await?
-        .context("agent start failed")?;
+    let agent = tokio::task::spawn_blocking(move || {
+        Agent::start(start_config, master, crate::hardware::providers(), &status)
+    })
+    .await?
+    .context("agent start failed")?;
 
     status("Binding the API");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -80,22 +98,35 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
     let mut servers = Vec::new();
 
     let socket_path = config.api.socket.clone();
-    let uds = crate::api::bind_socket(&socket_path).with_context(|| format!("cannot listen on {} (api.socket)", socket_path.display()))?;
+    let uds = crate::api::bind_socket(&socket_path)
+        .with_context(|| format!("cannot listen on {} (api.socket)", socket_path.display()))?;
     endpoints.socket = Some(socket_path.display().to_string());
-    let app = crate::api::socket_router(agent.clone()).into_make_service_with_connect_info::<crate::api::UdsPeer>();
+    let app = crate::api::socket_router(agent.clone())
+        .into_make_service_with_connect_info::<crate::api::UdsPeer>();
     let stop = stopped(stop_rx.clone());
-    servers.push(tokio::spawn(async move { axum::serve(uds, app).with_graceful_shutdown(stop).await }));
+    servers.push(tokio::spawn(async move {
+        axum::serve(uds, app).with_graceful_shutdown(stop).await
+    }));
 
     if let Some(addr) = config.api.listen {
-        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (api.listen)"))?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (api.listen)"))?;
         endpoints.api = Some(tcp.local_addr()?.to_string());
         let app = crate::api::tcp_router(agent.clone());
         let stop = stopped(stop_rx.clone());
-        servers.push(tokio::spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await }));
+        servers.push(tokio::spawn(async move {
+            axum::serve(tcp, app).with_graceful_shutdown(stop).await
+        }));
     }
     if config.monitoring.metrics_enabled {
-        let addr = format!("{}:{}", config.monitoring.metrics_address, config.monitoring.metrics_port);
-        let tcp = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} (monitoring.metrics_port)"))?;
+        let addr = format!(
+            "{}:{}",
+            config.monitoring.metrics_address, config.monitoring.metrics_port
+        );
+        let tcp = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (monitoring.metrics_port)"))?;
         endpoints.metrics = Some(tcp.local_addr()?.to_string());
         let metrics_agent = agent.clone();
         let app = axum::Router::new().route(
@@ -104,12 +135,20 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
                 let agent = metrics_agent.clone();
                 async move {
                     agent.refresh_gauges();
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], agent.metrics.render())
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        agent.metrics.render(),
+                    )
                 }
             }),
         );
         let stop = stopped(stop_rx.clone());
-        servers.push(tokio::spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(stop).await }));
+        servers.push(tokio::spawn(async move {
+            axum::serve(tcp, app).with_graceful_shutdown(stop).await
+        }));
     }
     tracing::info!(api = ?endpoints.api, socket = ?endpoints.socket, metrics = ?endpoints.metrics, "Listening.");
     agent.set_endpoints(endpoints);
@@ -124,10 +163,18 @@ async fn serve(config: Config, config_path: PathBuf, log: LogHandle, started: In
     let ready = format!(
         "Ready: {} device(s), modalities {}",
         agent.devices.list().len(),
-        agent.loaded_modalities().iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+        agent
+            .loaded_modalities()
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     notify(&[NotifyState::Ready, NotifyState::Status(&ready)]);
-    tracing::info!(startup_ms = started.elapsed().as_millis() as u64, "Agent ready.");
+    tracing::info!(
+        startup_ms = started.elapsed().as_millis() as u64,
+        "Agent ready."
+    );
 
     signals(stop_signals, &agent, &config_path, &log).await;
 
@@ -199,7 +246,11 @@ async fn signals(mut s: StopSignals, agent: &Arc<Agent>, config_path: &Path, log
 }
 
 async fn reload(agent: &Arc<Agent>, config_path: &Path, log: &LogHandle) {
-    notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("Reloading")), NotifyState::Status("Reloading configuration")]);
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("Reloading")),
+        NotifyState::Status("Reloading configuration"),
+    ]);
     tracing::info!(config = %config_path.display(), "Reloading configuration.");
     match load_config(config_path) {
         Err(e) => {
@@ -216,7 +267,9 @@ async fn reload(agent: &Arc<Agent>, config_path: &Path, log: &LogHandle) {
                     }
                     tracing::info!("Configuration reloaded.");
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "New configuration rejected; the previous one stays in effect."),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "New configuration rejected; the previous one stays in effect.")
+                }
                 Err(e) => tracing::error!(error = %e, "Reload failed."),
             }
         }
@@ -253,7 +306,12 @@ async fn watchdog(agent: Arc<Agent>, stop: watch::Receiver<bool>) {
 /// The watchdog interval systemd asks for, as `sd_watchdog_enabled(3)` reads it: `WATCHDOG_USEC`
 /// set and positive, and `WATCHDOG_PID`, when present, naming this process.
 fn watchdog_usec() -> Option<u64> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok().filter(|u| *u > 0)?;
+    let usec: u64 = std::env::var("WATCHDOG_USEC")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|u| *u > 0)?;
     match std::env::var("WATCHDOG_PID") {
         Ok(pid) if pid.trim().parse::<u32>().ok() != Some(std::process::id()) => None,
         _ => Some(usec),
@@ -276,10 +334,15 @@ async fn housekeeping(agent: Arc<Agent>, stop: watch::Receiver<bool>) {
         agent.refresh_gauges();
         let days = agent.config().security.key_rotation_days;
         let store = agent.store.clone();
-        let due = tokio::task::spawn_blocking(move || maintenance::rotation_due(&store, days)).await;
+        let due =
+            tokio::task::spawn_blocking(move || maintenance::rotation_due(&store, days)).await;
         let due = matches!(due, Ok(Ok(true)));
         if due || agent.vault.rotation_pending() {
-            tracing::info!(due, resuming = agent.vault.rotation_pending(), "Running data key rotation.");
+            tracing::info!(
+                due,
+                resuming = agent.vault.rotation_pending(),
+                "Running data key rotation."
+            );
             if let Err(e) = maintenance::rotate_keys(&agent, &actor).await {
                 tracing::error!(error = %e, "Data key rotation failed; it will be retried.");
             }

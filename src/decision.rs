@@ -73,7 +73,9 @@ pub enum DecisionError {
         modality: Modality,
     },
     /// The modality is off or has no engine.
-    #[error("{0} is not enabled on this agent; set biometric_engines.{0}.enabled: true and reload")]
+    #[error(
+        "{0} is not enabled on this agent; set biometric_engines.{0}.enabled: true and reload"
+    )]
     ModalityDisabled(Modality),
     /// No device can capture the modality.
     #[error("no {modality} capture device is available; plug one in, check `apg-biometric devices`, or upload a sample")]
@@ -264,7 +266,11 @@ impl Samples {
             }
             other => other,
         };
-        Self { source, modality, cancel: CancelToken::new() }
+        Self {
+            source,
+            modality,
+            cancel: CancelToken::new(),
+        }
     }
 
     fn device_id(&self, agent: &Agent) -> Option<String> {
@@ -280,10 +286,19 @@ impl Samples {
         match &mut self.source {
             Source::Upload(samples) => Ok(samples.pop()),
             Source::Device(_) => {
-                let id = self.device_id(agent).ok_or(DecisionError::NoDevice { modality: self.modality })?;
+                let id = self.device_id(agent).ok_or(DecisionError::NoDevice {
+                    modality: self.modality,
+                })?;
                 let timeout = Duration::from_secs_f64(agent.config().devices.capture_timeout);
-                let result = agent.devices.capture(&id, timeout, self.cancel.clone()).await;
-                agent.metrics.captures.with_label_values(&[&id, result.as_ref().map_or_else(|e| e.label(), |_| "ok")]).inc();
+                let result = agent
+                    .devices
+                    .capture(&id, timeout, self.cancel.clone())
+                    .await;
+                agent
+                    .metrics
+                    .captures
+                    .with_label_values(&[&id, result.as_ref().map_or_else(|e| e.label(), |_| "ok")])
+                    .inc();
                 Ok(Some(result?))
             }
         }
@@ -298,7 +313,9 @@ impl Drop for Samples {
 }
 
 fn resolve_subject(agent: &Agent, reference: &str) -> Result<Subject, DecisionError> {
-    let by_external = agent.store.read(|c| subjects::by_external_id(c, reference))?;
+    let by_external = agent
+        .store
+        .read(|c| subjects::by_external_id(c, reference))?;
     let found = match by_external {
         Some(s) => Some(s),
         None => match Uuid::parse_str(reference) {
@@ -322,7 +339,11 @@ fn policy(agent: &Agent, modality: Modality, purpose: Purpose) -> (SamplePolicy,
 }
 
 fn threshold(agent: &Agent, modality: Modality, default: f64) -> f64 {
-    agent.config().engine(modality).match_threshold.unwrap_or(default)
+    agent
+        .config()
+        .engine(modality)
+        .match_threshold
+        .unwrap_or(default)
 }
 
 /// Appends an audit entry and queues its audit event, inside `tx`.
@@ -389,7 +410,15 @@ pub fn create_subject(
             StoreError::Conflict { .. } => DecisionError::SubjectExists(external_id.to_string()),
             other => other.into(),
         })?;
-        audit_in(tx, agent, actor, "subject.create", Some(subject.id), "created", serde_json::json!({ "external_id": external_id }))?;
+        audit_in(
+            tx,
+            agent,
+            actor,
+            "subject.create",
+            Some(subject.id),
+            "created",
+            serde_json::json!({ "external_id": external_id }),
+        )?;
         Ok::<_, DecisionError>(())
     })?;
     tracing::info!(subject = %subject.id, actor = %actor.0, "Subject created.");
@@ -397,12 +426,24 @@ pub fn create_subject(
 }
 
 /// Deletes a subject and erases its templates everywhere in this agent.
-pub fn delete_subject(agent: &Agent, actor: &Actor, reference: &str) -> Result<Subject, DecisionError> {
+pub fn delete_subject(
+    agent: &Agent,
+    actor: &Actor,
+    reference: &str,
+) -> Result<Subject, DecisionError> {
     let subject = resolve_subject(agent, reference)?;
     agent.store.write(|tx| {
         let erased = templates::by_subject(tx, subject.id)?.len();
         subjects::delete(tx, subject.id)?;
-        audit_in(tx, agent, actor, "subject.delete", Some(subject.id), "deleted", serde_json::json!({ "templates_erased": erased }))?;
+        audit_in(
+            tx,
+            agent,
+            actor,
+            "subject.delete",
+            Some(subject.id),
+            "deleted",
+            serde_json::json!({ "templates_erased": erased }),
+        )?;
         crate::distribution::queue_deletion(tx, agent, subject.id)?;
         Ok::<_, DecisionError>(())
     })?;
@@ -428,7 +469,11 @@ pub async fn enroll(
         Ok(_) => "enrolled",
         Err(e) => error_status(e),
     };
-    agent.metrics.enrollments.with_label_values(&[modality.as_str(), status]).inc();
+    agent
+        .metrics
+        .enrollments
+        .with_label_values(&[modality.as_str(), status])
+        .inc();
     result
 }
 
@@ -441,7 +486,9 @@ async fn enroll_inner(
     progress: Progress,
 ) -> Result<EnrollOutcome, DecisionError> {
     let subject = resolve_subject(agent, reference)?;
-    let (engine, _) = agent.engine(modality).ok_or(DecisionError::ModalityDisabled(modality))?;
+    let (engine, _) = agent
+        .engine(modality)
+        .ok_or(DecisionError::ModalityDisabled(modality))?;
     let needed = agent.config().engine(modality).enroll_captures;
     let max_attempts = needed * 3;
     let (policy, limit) = policy(agent, modality, Purpose::Enroll);
@@ -454,15 +501,28 @@ async fn enroll_inner(
         if attempt >= max_attempts {
             return Err(DecisionError::EnrollmentFailed {
                 subject: subject.external_id,
-                reason: format!("only {} of {needed} captures were good enough after {attempt} attempts", accepted.len()),
+                reason: format!(
+                    "only {} of {needed} captures were good enough after {attempt} attempts",
+                    accepted.len()
+                ),
             });
         }
         attempt += 1;
-        send(&progress, EnrollProgress::Capture { attempt, accepted: accepted.len() as u32, needed });
+        send(
+            &progress,
+            EnrollProgress::Capture {
+                attempt,
+                accepted: accepted.len() as u32,
+                needed,
+            },
+        );
         let Some(sample) = samples.next(agent).await? else {
             return Err(DecisionError::EnrollmentFailed {
                 subject: subject.external_id,
-                reason: format!("{} of the uploaded samples were usable, {needed} are needed", accepted.len()),
+                reason: format!(
+                    "{} of the uploaded samples were usable, {needed} are needed",
+                    accepted.len()
+                ),
             });
         };
         let engine_for_job = engine.clone();
@@ -505,7 +565,16 @@ async fn enroll_inner(
             Err(e) => return Err(e.into()),
         }
     }
-    store_enrollment(agent, actor, &subject, modality, engine.template_format(), accepted, attempt, device_id)
+    store_enrollment(
+        agent,
+        actor,
+        &subject,
+        modality,
+        engine.template_format(),
+        accepted,
+        attempt,
+        device_id,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -527,7 +596,9 @@ fn store_enrollment(
         .iter()
         .map(|p| {
             let id = store::new_id();
-            let sealed = agent.vault.seal(id, subject.id, modality.as_str(), &p.template, encrypt);
+            let sealed = agent
+                .vault
+                .seal(id, subject.id, modality.as_str(), &p.template, encrypt);
             let row = TemplateRow {
                 id,
                 subject_id: subject.id,
@@ -614,8 +685,16 @@ pub async fn verify(
         Ok(o) => o.decision,
         Err(e) => error_status(e),
     };
-    agent.metrics.verification_requests.with_label_values(&[modality.as_str(), status]).inc();
-    agent.metrics.verification_duration.with_label_values(&[modality.as_str()]).observe(start.elapsed().as_secs_f64());
+    agent
+        .metrics
+        .verification_requests
+        .with_label_values(&[modality.as_str(), status])
+        .inc();
+    agent
+        .metrics
+        .verification_duration
+        .with_label_values(&[modality.as_str()])
+        .observe(start.elapsed().as_secs_f64());
     result
 }
 
@@ -631,7 +710,9 @@ async fn verify_inner(
 ) -> Result<VerifyOutcome, DecisionError> {
     let subject = resolve_subject(agent, reference)?;
     tracing::Span::current().record("subject", tracing::field::display(subject.id));
-    let (engine, gallery) = agent.engine(modality).ok_or(DecisionError::ModalityDisabled(modality))?;
+    let (engine, gallery) = agent
+        .engine(modality)
+        .ok_or(DecisionError::ModalityDisabled(modality))?;
     let config = agent.config();
     let threshold = threshold(agent, modality, engine.default_threshold());
     let mut record = HistoryRecord {
@@ -651,24 +732,51 @@ async fn verify_inner(
 
     // A locked subject is refused before any capture.
     let lock = agent.store.read(|c| lockouts::get(c, subject.id))?;
-    if let Some(until) = lock.locked_until.as_deref().filter(|u| store::parse_time(u).is_some_and(|t| t > chrono::Utc::now())) {
+    if let Some(until) = lock
+        .locked_until
+        .as_deref()
+        .filter(|u| store::parse_time(u).is_some_and(|t| t > chrono::Utc::now()))
+    {
         record.decision = "locked".into();
         record.reason = Some(format!("locked until {until}"));
         record.duration_ms = millis(start);
-        write_verification(agent, actor, &record, None, VerificationDecision::LockedOut, None)?;
-        return Err(DecisionError::Locked { subject: subject.external_id, until: until.to_string(), attempts: lock.failed_attempts });
+        write_verification(
+            agent,
+            actor,
+            &record,
+            None,
+            VerificationDecision::LockedOut,
+            None,
+        )?;
+        return Err(DecisionError::Locked {
+            subject: subject.external_id,
+            until: until.to_string(),
+            attempts: lock.failed_attempts,
+        });
     }
 
     let mut samples = Samples::new(source, modality);
     record.device_id = samples.device_id(agent);
     let sample = match samples.next(agent).await {
         Ok(Some(s)) => s,
-        Ok(None) => return Err(DecisionError::Invalid { field: "sample".into(), message: "no sample given".into() }),
+        Ok(None) => {
+            return Err(DecisionError::Invalid {
+                field: "sample".into(),
+                message: "no sample given".into(),
+            })
+        }
         Err(e) => {
             record.decision = "failed".into();
             record.reason = Some(e.to_string());
             record.duration_ms = millis(start);
-            write_verification(agent, actor, &record, None, VerificationDecision::Failed, None)?;
+            write_verification(
+                agent,
+                actor,
+                &record,
+                None,
+                VerificationDecision::Failed,
+                None,
+            )?;
             return Err(e);
         }
     };
@@ -676,7 +784,10 @@ async fn verify_inner(
     let subject_id = subject.id;
     let job = move || -> Result<(Processed, Option<f64>), EngineError> {
         let processed = engine.process(&sample, &policy)?;
-        let score = gallery.read().unwrap_or_else(|p| p.into_inner()).verify(subject_id, &processed.template)?;
+        let score = gallery
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .verify(subject_id, &processed.template)?;
         Ok((processed, score))
     };
     let outcome = agent.workers.run(limit, job).await;
@@ -689,7 +800,11 @@ async fn verify_inner(
             record.reason = Some(e.to_string());
             record.duration_ms = millis(start);
             let lock = counts.then(|| next_lock_state(agent, &lock, false));
-            let wire = if counts { VerificationDecision::Rejected } else { VerificationDecision::Failed };
+            let wire = if counts {
+                VerificationDecision::Rejected
+            } else {
+                VerificationDecision::Failed
+            };
             write_verification(agent, actor, &record, None, wire, lock.as_ref())?;
             return Err(e.into());
         }
@@ -697,20 +812,41 @@ async fn verify_inner(
             record.decision = "failed".into();
             record.reason = Some(e.to_string());
             record.duration_ms = millis(start);
-            write_verification(agent, actor, &record, None, VerificationDecision::Failed, None)?;
+            write_verification(
+                agent,
+                actor,
+                &record,
+                None,
+                VerificationDecision::Failed,
+                None,
+            )?;
             return Err(e.into());
         }
     };
     let Some(score) = score else {
-        return Err(DecisionError::NotEnrolled { subject: subject.external_id, modality });
+        return Err(DecisionError::NotEnrolled {
+            subject: subject.external_id,
+            modality,
+        });
     };
     let accepted = score >= threshold;
     record.decision = if accepted { "accepted" } else { "rejected" }.into();
     record.score = Some(score);
     record.duration_ms = millis(start);
     let new_lock = next_lock_state(agent, &lock, accepted);
-    let wire = if accepted { VerificationDecision::Accepted } else { VerificationDecision::Rejected };
-    write_verification(agent, actor, &record, Some(&processed), wire, Some(&new_lock))?;
+    let wire = if accepted {
+        VerificationDecision::Accepted
+    } else {
+        VerificationDecision::Rejected
+    };
+    write_verification(
+        agent,
+        actor,
+        &record,
+        Some(&processed),
+        wire,
+        Some(&new_lock),
+    )?;
     if new_lock.locked_until.is_some() {
         tracing::warn!(subject = %subject.id, attempts = new_lock.failed_attempts, until = ?new_lock.locked_until, max = config.security.max_failed_attempts, "Subject locked after repeated failed verifications.");
     }
@@ -739,9 +875,14 @@ fn next_lock_state(agent: &Agent, current: &LockState, success: bool) -> LockSta
     let security = &agent.config().security;
     let failed = current.failed_attempts + 1;
     let locked_until = (failed >= security.max_failed_attempts).then(|| {
-        store::timestamp(chrono::Utc::now() + chrono::Duration::seconds(security.lockout_duration as i64))
+        store::timestamp(
+            chrono::Utc::now() + chrono::Duration::seconds(security.lockout_duration as i64),
+        )
     });
-    LockState { failed_attempts: failed, locked_until }
+    LockState {
+        failed_attempts: failed,
+        locked_until,
+    }
 }
 
 fn write_verification(
@@ -802,12 +943,25 @@ pub async fn identify(
 ) -> Result<IdentifyOutcome, DecisionError> {
     let _session = ActiveSession::start(agent);
     let start = Instant::now();
-    let result = identify_inner(agent, actor, modality, source, max_candidates, request_id, start).await;
+    let result = identify_inner(
+        agent,
+        actor,
+        modality,
+        source,
+        max_candidates,
+        request_id,
+        start,
+    )
+    .await;
     let status = match &result {
         Ok(o) => o.decision,
         Err(e) => error_status(e),
     };
-    agent.metrics.identification_requests.with_label_values(&[modality.as_str(), status]).inc();
+    agent
+        .metrics
+        .identification_requests
+        .with_label_values(&[modality.as_str(), status])
+        .inc();
     result
 }
 
@@ -821,14 +975,19 @@ async fn identify_inner(
     request_id: Option<String>,
     start: Instant,
 ) -> Result<IdentifyOutcome, DecisionError> {
-    let (engine, gallery) = agent.engine(modality).ok_or(DecisionError::ModalityDisabled(modality))?;
+    let (engine, gallery) = agent
+        .engine(modality)
+        .ok_or(DecisionError::ModalityDisabled(modality))?;
     let threshold = threshold(agent, modality, engine.default_threshold());
     let mut samples = Samples::new(source, modality);
     let device_id = samples.device_id(agent);
     let sample = samples
         .next(agent)
         .await?
-        .ok_or_else(|| DecisionError::Invalid { field: "sample".into(), message: "no sample given".into() })?;
+        .ok_or_else(|| DecisionError::Invalid {
+            field: "sample".into(),
+            message: "no sample given".into(),
+        })?;
     let (policy, limit) = policy(agent, modality, Purpose::Verify);
     let max = max_candidates.clamp(1, 100);
     // The processed probe, the candidates (subject, score) and the gallery size searched.
@@ -851,7 +1010,10 @@ async fn identify_inner(
     let locked = match &best {
         Some((s, _)) => {
             let l = agent.store.read(|c| lockouts::get(c, s.id))?;
-            l.locked_until.as_deref().and_then(store::parse_time).is_some_and(|t| t > chrono::Utc::now())
+            l.locked_until
+                .as_deref()
+                .and_then(store::parse_time)
+                .is_some_and(|t| t > chrono::Utc::now())
         }
         None => false,
     };
@@ -907,7 +1069,10 @@ async fn identify_inner(
         modality,
         score: best.as_ref().map(|(_, sc)| *sc),
         threshold,
-        candidates: candidates.iter().map(|(s, sc)| (s.external_id.clone(), *sc)).collect(),
+        candidates: candidates
+            .iter()
+            .map(|(s, sc)| (s.external_id.clone(), *sc))
+            .collect(),
         gallery_size,
         quality: processed.quality,
         device_id,

@@ -133,10 +133,12 @@ impl DeviceManager {
         let hb = self.heartbeats.register(format!("device {}", info.id));
         let heartbeats = self.heartbeats.clone();
         let worker_entry = entry.clone();
-        let spawned = std::thread::Builder::new().name(format!("dev-{}", info.id)).spawn(move || {
-            device_loop(&provider, &worker_entry, &rx, &hb);
-            heartbeats.unregister(&hb);
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("dev-{}", info.id))
+            .spawn(move || {
+                device_loop(&provider, &worker_entry, &rx, &hb);
+                heartbeats.unregister(&hb);
+            });
         if let Err(e) = spawned {
             tracing::error!(device = %info.id, error = %e, "Cannot start the device worker thread.");
             return;
@@ -152,33 +154,46 @@ impl DeviceManager {
             return;
         }
         let manager = Arc::downgrade(self);
-        let _ = std::thread::Builder::new().name(format!("hotplug-{}", provider.name())).spawn(move || {
-            for event in rx {
-                let Some(manager) = manager.upgrade() else { return };
-                match event {
-                    HotplugEvent::Arrived(info) => {
-                        tracing::info!(device = %info.id, "Device plugged in.");
-                        manager.add(provider.clone(), info);
-                    }
-                    HotplugEvent::Left { id } => {
-                        tracing::warn!(device = %id, "Device unplugged.");
-                        if let Some(entry) = manager.entry(&id) {
-                            entry.set_state(DeviceState::Disconnected);
-                            lock(&entry.current).cancel();
+        let _ = std::thread::Builder::new()
+            .name(format!("hotplug-{}", provider.name()))
+            .spawn(move || {
+                for event in rx {
+                    let Some(manager) = manager.upgrade() else {
+                        return;
+                    };
+                    match event {
+                        HotplugEvent::Arrived(info) => {
+                            tracing::info!(device = %info.id, "Device plugged in.");
+                            manager.add(provider.clone(), info);
+                        }
+                        HotplugEvent::Left { id } => {
+                            tracing::warn!(device = %id, "Device unplugged.");
+                            if let Some(entry) = manager.entry(&id) {
+                                entry.set_state(DeviceState::Disconnected);
+                                lock(&entry.current).cancel();
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
     }
 
     fn entry(&self, id: &str) -> Option<Arc<Entry>> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Status of every device, by id.
     pub fn list(&self) -> Vec<DeviceStatus> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.status()).collect()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.status())
+            .collect()
     }
 
     /// Status of one device.
@@ -190,28 +205,59 @@ impl DeviceManager {
     pub fn default_for(&self, kind: DeviceKind) -> Option<String> {
         self.list()
             .into_iter()
-            .find(|d| d.info.kind == kind && matches!(d.info.state, DeviceState::Ready | DeviceState::Busy))
+            .find(|d| {
+                d.info.kind == kind
+                    && matches!(d.info.state, DeviceState::Ready | DeviceState::Busy)
+            })
             .map(|d| d.info.id)
     }
 
     /// The presenter of a simulated device.
     pub fn presenter(&self, id: &str) -> Option<Presenter> {
-        self.simulated.read().unwrap_or_else(|p| p.into_inner()).presenter(id)
+        self.simulated
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .presenter(id)
     }
 
     /// Captures one sample from a device.
-    pub async fn capture(&self, id: &str, timeout: Duration, cancel: CancelToken) -> Result<Sample, CaptureError> {
+    pub async fn capture(
+        &self,
+        id: &str,
+        timeout: Duration,
+        cancel: CancelToken,
+    ) -> Result<Sample, CaptureError> {
         let entry = self.entry(id).ok_or_else(|| {
-            CaptureError::fault(id, FaultKind::NotFound, "no such device; `apg-biometric devices` lists the devices")
+            CaptureError::fault(
+                id,
+                FaultKind::NotFound,
+                "no such device; `apg-biometric devices` lists the devices",
+            )
         })?;
         if entry.busy.swap(true, Ordering::SeqCst) {
-            return Err(CaptureError::fault(id, FaultKind::Busy, "another capture is in progress on this device; wait for it to finish"));
+            return Err(CaptureError::fault(
+                id,
+                FaultKind::Busy,
+                "another capture is in progress on this device; wait for it to finish",
+            ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         *lock(&entry.current) = cancel.clone();
-        if entry.tx.send(Command::Capture { timeout, cancel: cancel.clone(), reply }).is_err() {
+        if entry
+            .tx
+            .send(Command::Capture {
+                timeout,
+                cancel: cancel.clone(),
+                reply,
+            })
+            .is_err()
+        {
             entry.busy.store(false, Ordering::SeqCst);
-            return Err(CaptureError::fault(id, FaultKind::Io, "the device worker has stopped; reload the agent"));
+            return Err(CaptureError::fault(
+                id,
+                FaultKind::Io,
+                "the device worker has stopped; reload the agent",
+            ));
         }
         match tokio::time::timeout(timeout + ANSWER_GRACE, answer).await {
             // Only a finished capture frees the device: a wedged driver keeps it busy.
@@ -221,7 +267,11 @@ impl DeviceManager {
             }
             Ok(Err(_)) => {
                 entry.busy.store(false, Ordering::SeqCst);
-                Err(CaptureError::fault(id, FaultKind::Io, "the device worker stopped during the capture"))
+                Err(CaptureError::fault(
+                    id,
+                    FaultKind::Io,
+                    "the device worker stopped during the capture",
+                ))
             }
             Err(_) => {
                 cancel.cancel();
@@ -262,14 +312,24 @@ impl DeviceManager {
 
     /// Cancels every capture and stops the workers (shutdown).
     pub fn shutdown(&self) {
-        for entry in self.entries.read().unwrap_or_else(|p| p.into_inner()).values() {
+        for entry in self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             entry.stop.cancel();
             lock(&entry.current).cancel();
         }
     }
 }
 
-fn device_loop(provider: &Arc<dyn DeviceProvider>, entry: &Entry, rx: &mpsc::Receiver<Command>, hb: &Heartbeat) {
+fn device_loop(
+    provider: &Arc<dyn DeviceProvider>,
+    entry: &Entry,
+    rx: &mpsc::Receiver<Command>,
+    hb: &Heartbeat,
+) {
     let mut device: Option<Box<dyn CaptureDevice>> = None;
     loop {
         hb.beat();
@@ -281,7 +341,11 @@ fn device_loop(provider: &Arc<dyn DeviceProvider>, entry: &Entry, rx: &mpsc::Rec
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let Command::Capture { timeout, cancel, reply } = command;
+        let Command::Capture {
+            timeout,
+            cancel,
+            reply,
+        } = command;
         let id = lock(&entry.info).id.clone();
         hb.start_job(timeout * 2 + ANSWER_GRACE);
         let result = capture_once(provider, &id, &mut device, &cancel, timeout);
@@ -296,13 +360,27 @@ fn device_loop(provider: &Arc<dyn DeviceProvider>, entry: &Entry, rx: &mpsc::Rec
                 entry.captures_failed.fetch_add(1, Ordering::Relaxed);
                 *lock(&entry.last_error) = Some(e.to_string());
                 let state = match e {
-                    CaptureError::Fault { kind: FaultKind::Disconnected | FaultKind::NotFound, .. } => DeviceState::Disconnected,
-                    CaptureError::Fault { kind: FaultKind::PermissionDenied, .. } => DeviceState::PermissionDenied,
-                    CaptureError::Fault { kind: FaultKind::Io | FaultKind::Protocol, .. } => DeviceState::Faulty,
+                    CaptureError::Fault {
+                        kind: FaultKind::Disconnected | FaultKind::NotFound,
+                        ..
+                    } => DeviceState::Disconnected,
+                    CaptureError::Fault {
+                        kind: FaultKind::PermissionDenied,
+                        ..
+                    } => DeviceState::PermissionDenied,
+                    CaptureError::Fault {
+                        kind: FaultKind::Io | FaultKind::Protocol,
+                        ..
+                    } => DeviceState::Faulty,
                     _ => DeviceState::Ready,
                 };
                 entry.set_state(state);
-                if !matches!(e, CaptureError::Retry { .. } | CaptureError::Timeout { .. } | CaptureError::Cancelled { .. }) {
+                if !matches!(
+                    e,
+                    CaptureError::Retry { .. }
+                        | CaptureError::Timeout { .. }
+                        | CaptureError::Cancelled { .. }
+                ) {
                     // Close on every fault: the next capture reopens from a clean state.
                     if let Some(mut d) = device.take() {
                         let _ = d.close();

@@ -51,7 +51,9 @@ pub enum SiteKeyError {
         line: usize,
     },
     /// The file holds no key.
-    #[error("site key file {path} holds no key; every agent of site {site} needs the same site key")]
+    #[error(
+        "site key file {path} holds no key; every agent of site {site} needs the same site key"
+    )]
     Empty {
         /// File.
         path: String,
@@ -73,21 +75,31 @@ pub enum SiteKeyError {
 pub fn load_site_keys(path: &Path, site: &str, strict: bool) -> Result<SiteKeyring, SiteKeyError> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|error| SiteKeyError::Read { path: shown.clone(), error })?;
+    let meta = std::fs::metadata(path).map_err(|error| SiteKeyError::Read {
+        path: shown.clone(),
+        error,
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if strict && mode & 0o077 != 0 {
         return Err(SiteKeyError::TooOpen { path: shown, mode });
     }
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|error| SiteKeyError::Read { path: shown.clone(), error })?,
-    );
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|error| SiteKeyError::Read {
+                path: shown.clone(),
+                error,
+            })?,
+        );
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || SiteKeyError::Format { path: shown.clone(), line: n + 1 };
+        let bad = || SiteKeyError::Format {
+            path: shown.clone(),
+            line: n + 1,
+        };
         let (id, hex_key) = match line.split_once(char::is_whitespace) {
             Some((id, key)) => (id.parse::<u32>().map_err(|_| bad())?, key.trim()),
             None => (1, line),
@@ -97,8 +109,13 @@ pub fn load_site_keys(path: &Path, site: &str, strict: bool) -> Result<SiteKeyri
         keys.push(SiteKey::from_bytes(id, bytes.as_ref()).map_err(|_| bad())?);
     }
     keys.sort_by_key(SiteKey::key_id);
-    let current = keys.pop().ok_or(SiteKeyError::Empty { path: shown, site: site.to_string() })?;
-    Ok(keys.into_iter().fold(SiteKeyring::new(site, current), SiteKeyring::with_key))
+    let current = keys.pop().ok_or(SiteKeyError::Empty {
+        path: shown,
+        site: site.to_string(),
+    })?;
+    Ok(keys
+        .into_iter()
+        .fold(SiteKeyring::new(site, current), SiteKeyring::with_key))
 }
 
 /// Splits `apg-fp/1` into (`apg-fp`, 1).
@@ -110,7 +127,11 @@ fn split_format(format: &str) -> (&str, u32) {
 }
 
 /// Wraps a template with the subject's identity for distribution.
-pub fn envelope(external_id: &str, display_name: Option<&str>, template: &[u8]) -> Zeroizing<Vec<u8>> {
+pub fn envelope(
+    external_id: &str,
+    display_name: Option<&str>,
+    template: &[u8],
+) -> Zeroizing<Vec<u8>> {
     let name = display_name.unwrap_or("");
     let mut out = Vec::with_capacity(5 + external_id.len() + name.len() + template.len());
     out.push(ENVELOPE_VERSION);
@@ -149,7 +170,11 @@ pub fn open_envelope(bytes: &[u8]) -> Option<Unwrapped<'_>> {
     if external_id.is_empty() {
         return None;
     }
-    Some(Unwrapped { external_id, display_name: (!name.is_empty()).then_some(name), template: rest })
+    Some(Unwrapped {
+        external_id,
+        display_name: (!name.is_empty()).then_some(name),
+        template: rest,
+    })
 }
 
 /// Queues the enrollment event of one stored template (nothing when sync is off).
@@ -162,13 +187,21 @@ pub fn queue_enrollment(
     device_id: Option<&str>,
 ) -> Result<(), DecisionError> {
     let origin = agent.origin();
-    let Some(keys) = agent.site_keys() else { return Ok(()) };
+    let Some(keys) = agent.site_keys() else {
+        return Ok(());
+    };
     if !origin.enabled {
         return Ok(());
     }
-    let subject = subjects::by_id(tx, row.subject_id)?
-        .ok_or_else(|| crate::store::StoreError::NotFound { what: format!("subject {}", row.subject_id) })?;
-    let modality: crate::modality::Modality = row.modality.parse().map_err(|m| DecisionError::Invalid { field: "modality".into(), message: m })?;
+    let subject =
+        subjects::by_id(tx, row.subject_id)?.ok_or_else(|| crate::store::StoreError::NotFound {
+            what: format!("subject {}", row.subject_id),
+        })?;
+    let modality: crate::modality::Modality =
+        row.modality.parse().map_err(|m| DecisionError::Invalid {
+            field: "modality".into(),
+            message: m,
+        })?;
     let (format, format_version) = split_format(&row.format);
     let meta = TemplateToSeal {
         template_id: row.id,
@@ -179,7 +212,11 @@ pub fn queue_enrollment(
         origin_agent: row.origin_agent.clone(),
         enrolled_at: crate::store::parse_time(&row.created_at).unwrap_or_else(chrono::Utc::now),
     };
-    let plain = envelope(&subject.external_id, subject.display_name.as_deref(), plaintext);
+    let plain = envelope(
+        &subject.external_id,
+        subject.display_name.as_deref(),
+        plaintext,
+    );
     let sealed = seal_template(&keys, &meta, &plain);
     events::queue(
         tx,
@@ -197,9 +234,15 @@ pub fn queue_enrollment(
 }
 
 /// Queues the deletion event of a subject (nothing when sync is off).
-pub fn queue_deletion(tx: &Transaction<'_>, agent: &Agent, subject_id: Uuid) -> Result<(), DecisionError> {
+pub fn queue_deletion(
+    tx: &Transaction<'_>,
+    agent: &Agent,
+    subject_id: Uuid,
+) -> Result<(), DecisionError> {
     let origin = agent.origin();
-    let Some(keys) = agent.site_keys() else { return Ok(()) };
+    let Some(keys) = agent.site_keys() else {
+        return Ok(());
+    };
     if !origin.enabled {
         return Ok(());
     }
@@ -207,7 +250,11 @@ pub fn queue_deletion(tx: &Transaction<'_>, agent: &Agent, subject_id: Uuid) -> 
     events::queue(
         tx,
         &origin,
-        EventBody::Deletion(apg_wire::Deletion { subject_id, reason: None, authorization }),
+        EventBody::Deletion(apg_wire::Deletion {
+            subject_id,
+            reason: None,
+            authorization,
+        }),
     )?;
     Ok(())
 }
@@ -233,13 +280,23 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.key");
-        std::fs::write(&path, format!("# site keys\n1 {}\n2 {}\n", "11".repeat(32), "22".repeat(32))).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "# site keys\n1 {}\n2 {}\n",
+                "11".repeat(32),
+                "22".repeat(32)
+            ),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let ring = load_site_keys(&path, "site-1", true).unwrap();
         let sealed = seal_deletion(&ring, Uuid::now_v7(), "a", chrono::Utc::now());
         assert_eq!(sealed.key_id, 2);
         std::fs::write(&path, "2 nothex\n").unwrap();
-        let err = load_site_keys(&path, "site-1", true).unwrap_err().to_string();
+        let err = load_site_keys(&path, "site-1", true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 }

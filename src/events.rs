@@ -26,17 +26,36 @@ pub fn queue(tx: &Transaction<'_>, origin: &Origin, body: EventBody) -> StoreRes
     if !origin.enabled {
         return Ok(None);
     }
-    let sql = |source| StoreError::Query { table: "outbox", source };
+    let sql = |source| StoreError::Query {
+        table: "outbox",
+        source,
+    };
     let last: Option<i64> = tx
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'", [], |r| r.get(0))
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(sql)?;
     let seq = last.unwrap_or(0) + 1;
-    let event = Event::new(&origin.site, &origin.agent, seq as u64, chrono::Utc::now(), body);
+    let event = Event::new(
+        &origin.site,
+        &origin.agent,
+        seq as u64,
+        chrono::Utc::now(),
+        body,
+    );
     let payload = String::from_utf8(event.to_json()).expect("JSON is UTF-8");
     tx.execute(
         "INSERT INTO outbox (seq, id, event_type, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![seq, event.event_id.to_string(), event.event_type().as_str(), payload, crate::store::now()],
+        params![
+            seq,
+            event.event_id.to_string(),
+            event.event_type().as_str(),
+            payload,
+            crate::store::now()
+        ],
     )
     .map_err(sql)?;
     Ok(Some(event.event_id))
@@ -73,8 +92,15 @@ mod tests {
     #[test]
     fn sequence_numbers_keep_growing_after_rows_are_acknowledged() {
         let (_dir, store) = temp_store();
-        let origin = Origin { site: "s".into(), agent: "a".into(), enabled: true };
-        let first = store.write(|tx| queue(tx, &origin, health())).unwrap().unwrap();
+        let origin = Origin {
+            site: "s".into(),
+            agent: "a".into(),
+            enabled: true,
+        };
+        let first = store
+            .write(|tx| queue(tx, &origin, health()))
+            .unwrap()
+            .unwrap();
         assert!(store.read(|c| crate::store::outbox::ack(c, first)).unwrap());
         store.write(|tx| queue(tx, &origin, health())).unwrap();
         let rows = store.read(|c| crate::store::outbox::peek(c, 10)).unwrap();
@@ -88,8 +114,15 @@ mod tests {
     #[test]
     fn nothing_is_queued_when_sync_is_off() {
         let (_dir, store) = temp_store();
-        let origin = Origin { site: "s".into(), agent: "a".into(), enabled: false };
-        assert_eq!(store.write(|tx| queue(tx, &origin, health())).unwrap(), None);
+        let origin = Origin {
+            site: "s".into(),
+            agent: "a".into(),
+            enabled: false,
+        };
+        assert_eq!(
+            store.write(|tx| queue(tx, &origin, health())).unwrap(),
+            None
+        );
         assert_eq!(store.read(crate::store::outbox::depth).unwrap(), 0);
     }
 }

@@ -50,7 +50,11 @@ pub struct HealthReport {
 }
 
 fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
-    Check { name, status, detail: detail.into() }
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+    }
 }
 
 /// Runs every check (blocking: touches the database and the file system).
@@ -59,14 +63,26 @@ pub fn report(agent: &Agent) -> HealthReport {
     let mut checks = Vec::new();
 
     checks.push(match agent.store.schema_version() {
-        Ok(v) => check("store", Status::Ok, format!("{} (schema version {v})", agent.store.path().display())),
+        Ok(v) => check(
+            "store",
+            Status::Ok,
+            format!("{} (schema version {v})", agent.store.path().display()),
+        ),
         Err(e) => check("store", Status::Failing, e.to_string()),
     });
 
     let versions = agent.vault.live_versions();
-    let keys_detail = format!("data key version {} active ({})", agent.vault.active_version(), agent.master_source);
+    let keys_detail = format!(
+        "data key version {} active ({})",
+        agent.vault.active_version(),
+        agent.master_source
+    );
     checks.push(if versions.len() > 1 {
-        check("keys", Status::Ok, format!("{keys_detail}; rotation in progress from versions {versions:?}"))
+        check(
+            "keys",
+            Status::Ok,
+            format!("{keys_detail}; rotation in progress from versions {versions:?}"),
+        )
     } else {
         check("keys", Status::Ok, keys_detail)
     });
@@ -74,11 +90,20 @@ pub fn report(agent: &Agent) -> HealthReport {
     let devices = agent.devices.list();
     let down: Vec<String> = devices
         .iter()
-        .filter(|d| !matches!(d.info.state, apg_device::DeviceState::Ready | apg_device::DeviceState::Busy))
+        .filter(|d| {
+            !matches!(
+                d.info.state,
+                apg_device::DeviceState::Ready | apg_device::DeviceState::Busy
+            )
+        })
         .map(|d| format!("{} is {}", d.info.id, d.info.state.label()))
         .collect();
     checks.push(if devices.is_empty() {
-        check("devices", Status::Degraded, "no capture device found; plug one in or configure devices.simulated")
+        check(
+            "devices",
+            Status::Degraded,
+            "no capture device found; plug one in or configure devices.simulated",
+        )
     } else if down.is_empty() {
         check("devices", Status::Ok, format!("{} ready", devices.len()))
     } else {
@@ -87,7 +112,14 @@ pub fn report(agent: &Agent) -> HealthReport {
 
     let loaded = agent.loaded_modalities();
     let unreadable = agent.unreadable_templates();
-    let engines_detail = format!("loaded: {}", loaded.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "));
+    let engines_detail = format!(
+        "loaded: {}",
+        loaded
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     checks.push(if loaded.is_empty() {
         check("engines", Status::Failing, "no engine is loaded; enable a modality under biometric_engines")
     } else if unreadable > 0 {
@@ -129,22 +161,47 @@ pub fn report(agent: &Agent) -> HealthReport {
 }
 
 fn disk_check(db: &std::path::Path) -> Check {
-    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
             let total = s.blocks() * s.fragment_size();
             let free = s.blocks_available() * s.fragment_size();
-            let percent = if total == 0 { 0.0 } else { free as f64 * 100.0 / total as f64 };
-            let detail = format!("{} MiB free ({percent:.1}%) on {}", free >> 20, dir.display());
+            let percent = if total == 0 {
+                0.0
+            } else {
+                free as f64 * 100.0 / total as f64
+            };
+            let detail = format!(
+                "{} MiB free ({percent:.1}%) on {}",
+                free >> 20,
+                dir.display()
+            );
             if free < 50 << 20 || percent < 1.0 {
-                check("disk", Status::Failing, format!("{detail}; free space now or enrollments and decisions cannot be recorded"))
+                check(
+                    "disk",
+                    Status::Failing,
+                    format!(
+                        "{detail}; free space now or enrollments and decisions cannot be recorded"
+                    ),
+                )
             } else if free < 500 << 20 || percent < 5.0 {
-                check("disk", Status::Degraded, format!("{detail}; free some space"))
+                check(
+                    "disk",
+                    Status::Degraded,
+                    format!("{detail}; free some space"),
+                )
             } else {
                 check("disk", Status::Ok, detail)
             }
         }
-        Err(e) => check("disk", Status::Degraded, format!("cannot read free space of {}: {e}", dir.display())),
+        Err(e) => check(
+            "disk",
+            Status::Degraded,
+            format!("cannot read free space of {}: {e}", dir.display()),
+        ),
     }
 }
 
@@ -159,7 +216,12 @@ pub fn rss_bytes() -> Option<u64> {
 fn memory_check() -> Check {
     let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         let field = |name: &str| -> Option<u64> {
-            m.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
+            m.lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
         };
         Some((field("MemAvailable:")?, field("MemTotal:")?))
     });
@@ -168,9 +230,21 @@ fn memory_check() -> Check {
         Some((avail, total)) if total > 0 && avail * 100 / total < 5 => check(
             "memory",
             Status::Degraded,
-            format!("agent uses {rss}; only {} MiB of {} MiB available on the machine", avail >> 10, total >> 10),
+            format!(
+                "agent uses {rss}; only {} MiB of {} MiB available on the machine",
+                avail >> 10,
+                total >> 10
+            ),
         ),
-        Some((avail, total)) => check("memory", Status::Ok, format!("agent uses {rss}; {} MiB of {} MiB available", avail >> 10, total >> 10)),
+        Some((avail, total)) => check(
+            "memory",
+            Status::Ok,
+            format!(
+                "agent uses {rss}; {} MiB of {} MiB available",
+                avail >> 10,
+                total >> 10
+            ),
+        ),
         None => check("memory", Status::Ok, format!("agent uses {rss}")),
     }
 }
@@ -189,5 +263,7 @@ pub fn summary(agent: &Agent, since: &str) -> Result<serde_json::Value, store::S
         .into_iter()
         .map(|(m, n)| (m, n.into()))
         .collect();
-    Ok(serde_json::json!({ "since": since, "decisions": items, "subjects": subjects, "templates": templates }))
+    Ok(
+        serde_json::json!({ "since": since, "decisions": items, "subjects": subjects, "templates": templates }),
+    )
 }

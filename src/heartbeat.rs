@@ -44,7 +44,8 @@ impl Heartbeat {
     /// Records the start of a job that may take up to `limit`.
     pub fn start_job(&self, limit: Duration) {
         self.beat();
-        self.job_limit_ms.store(limit.as_millis() as u64, Ordering::Relaxed);
+        self.job_limit_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
         self.job_started_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
@@ -61,10 +62,16 @@ impl Heartbeat {
         if started != 0 {
             let limit = self.job_limit_ms.load(Ordering::Relaxed);
             let busy = now.saturating_sub(started);
-            return (busy > limit).then(|| format!("{} has been on one job for {busy} ms (limit {limit} ms)", self.name));
+            return (busy > limit).then(|| {
+                format!(
+                    "{} has been on one job for {busy} ms (limit {limit} ms)",
+                    self.name
+                )
+            });
         }
         let silent = now.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed));
-        (silent > IDLE_SILENCE.as_millis() as u64).then(|| format!("{} has been silent for {silent} ms", self.name))
+        (silent > IDLE_SILENCE.as_millis() as u64)
+            .then(|| format!("{} has been silent for {silent} ms", self.name))
     }
 }
 

@@ -32,7 +32,12 @@ pub fn init(config: &Logging) -> Result<LogHandle, String> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("cannot open log file {} (logging.file): {e}", path.display()))?,
+                .map_err(|e| {
+                    format!(
+                        "cannot open log file {} (logging.file): {e}",
+                        path.display()
+                    )
+                })?,
         ),
         None => None,
     };
@@ -51,11 +56,17 @@ pub fn init(config: &Logging) -> Result<LogHandle, String> {
                     .with_writer(writer),
             )
             .try_init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(writer)).try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(writer))
+            .try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
-    Ok(LogHandle { filter: handle, format: config.format, file: config.file.clone() })
+    Ok(LogHandle {
+        filter: handle,
+        format: config.format,
+        file: config.file.clone(),
+    })
 }
 
 impl LogHandle {
@@ -64,7 +75,8 @@ impl LogHandle {
         if let Err(e) = self.filter.reload(filter(&config.level)) {
             tracing::warn!(error = %e, "Cannot change the log level.");
         }
-        (config.format != self.format || config.file != self.file).then_some("logging.format and logging.file")
+        (config.format != self.format || config.file != self.file)
+            .then_some("logging.format and logging.file")
     }
 }
 

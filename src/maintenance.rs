@@ -36,7 +36,12 @@ pub async fn rotate_keys(agent: &Arc<Agent>, actor: &Actor) -> Result<RotationRe
     let actor = actor.clone();
     tokio::task::spawn_blocking(move || rotate_blocking(&agent, &actor))
         .await
-        .map_err(|e| VaultError::Store(store::StoreError::Corrupt { what: "key rotation task".into(), detail: e.to_string() }))?
+        .map_err(|e| {
+            VaultError::Store(store::StoreError::Corrupt {
+                what: "key rotation task".into(),
+                detail: e.to_string(),
+            })
+        })?
 }
 
 fn rotate_blocking(agent: &Agent, actor: &Actor) -> Result<RotationReport, VaultError> {
@@ -50,7 +55,9 @@ fn rotate_blocking(agent: &Agent, actor: &Actor) -> Result<RotationReport, Vault
     let mut cursor = None;
     let mut resealed = 0;
     loop {
-        let n = agent.vault.rotate_batch(&agent.store, ROTATION_BATCH, &mut cursor)?;
+        let n = agent
+            .vault
+            .rotate_batch(&agent.store, ROTATION_BATCH, &mut cursor)?;
         if n == 0 {
             break;
         }
@@ -70,11 +77,21 @@ fn rotate_blocking(agent: &Agent, actor: &Actor) -> Result<RotationReport, Vault
         )
     })?;
     if finished {
-        tracing::info!(version, resealed, duration_ms, "Data key rotation finished; older keys retired.");
+        tracing::info!(
+            version,
+            resealed,
+            duration_ms,
+            "Data key rotation finished; older keys retired."
+        );
     } else {
         tracing::error!(version, resealed, "Data key rotation could not retire the older keys: some templates cannot be opened. Re-enroll or restore them, then rotate again.");
     }
-    Ok(RotationReport { active_version: version, resealed, finished, duration_ms })
+    Ok(RotationReport {
+        active_version: version,
+        resealed,
+        finished,
+        duration_ms,
+    })
 }
 
 /// True when the active data key is older than `days` (0: never).
@@ -83,7 +100,9 @@ pub fn rotation_due(store: &Store, days: u32) -> Result<bool, store::StoreError>
         return Ok(false);
     }
     let keys = store.read(data_keys::list)?;
-    let Some(active) = keys.iter().find(|k| k.state == "active") else { return Ok(false) };
+    let Some(active) = keys.iter().find(|k| k.state == "active") else {
+        return Ok(false);
+    };
     let age = store::parse_time(&active.created_at).map(|t| chrono::Utc::now() - t);
     Ok(age.is_some_and(|a| a > chrono::Duration::days(i64::from(days))))
 }
@@ -126,23 +145,46 @@ pub struct BackupReport {
 
 /// Copies the live database (online, consistent) to `path` or a time-stamped file in
 /// `storage.backup_dir`. Templates stay encrypted; restoring needs this agent's master key.
-pub fn backup(agent: &Agent, actor: &Actor, path: Option<PathBuf>) -> Result<BackupReport, MaintenanceError> {
+pub fn backup(
+    agent: &Agent,
+    actor: &Actor,
+    path: Option<PathBuf>,
+) -> Result<BackupReport, MaintenanceError> {
     let config = agent.config();
     let path = match path {
         Some(p) if p.is_absolute() => p,
         Some(p) => config.storage.backup_dir.join(p),
-        None => config.storage.backup_dir.join(format!("agent-{}.db", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"))),
+        None => config.storage.backup_dir.join(format!(
+            "agent-{}.db",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        )),
     };
     let shown = path.display().to_string();
     if path.exists() {
-        return Err(MaintenanceError::File { path: shown, error: "already exists; choose another name".into() });
+        return Err(MaintenanceError::File {
+            path: shown,
+            error: "already exists; choose another name".into(),
+        });
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| MaintenanceError::File { path: dir.display().to_string(), error: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(|e| MaintenanceError::File {
+            path: dir.display().to_string(),
+            error: e.to_string(),
+        })?;
     }
     agent.store.backup_to(&path)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    agent.store.write(|tx| audit_in(tx, agent, actor, "backup", None, "written", serde_json::json!({ "path": shown, "bytes": bytes })))?;
+    agent.store.write(|tx| {
+        audit_in(
+            tx,
+            agent,
+            actor,
+            "backup",
+            None,
+            "written",
+            serde_json::json!({ "path": shown, "bytes": bytes }),
+        )
+    })?;
     tracing::info!(path = %shown, bytes, "Backup written.");
     Ok(BackupReport { path, bytes })
 }
@@ -160,37 +202,77 @@ pub struct RestoreReport {
 
 /// Replaces the store with a backup after checking it: it must open, be of a schema this agent
 /// knows, unwrap under this agent's master key, and have an intact audit chain.
-pub fn restore(agent: &Agent, actor: &Actor, path: &Path) -> Result<RestoreReport, MaintenanceError> {
+pub fn restore(
+    agent: &Agent,
+    actor: &Actor,
+    path: &Path,
+) -> Result<RestoreReport, MaintenanceError> {
     let shown = path.display().to_string();
-    let refused = |reason: String| MaintenanceError::Refused { path: shown.clone(), reason };
+    let refused = |reason: String| MaintenanceError::Refused {
+        path: shown.clone(),
+        reason,
+    };
     if !path.is_file() {
         return Err(refused("no such file".into()));
     }
     // Work on a copy: opening migrates, and the operator's file must stay as it was.
     let scratch = tempfile_dir(agent)?;
     let copy = scratch.join("restore.db");
-    std::fs::copy(path, &copy).map_err(|e| MaintenanceError::File { path: shown.clone(), error: e.to_string() })?;
+    std::fs::copy(path, &copy).map_err(|e| MaintenanceError::File {
+        path: shown.clone(),
+        error: e.to_string(),
+    })?;
     let candidate = Store::open(&copy).map_err(|e| refused(e.to_string()))?;
-    agent.vault.check_keys_of(&candidate).map_err(|e| refused(e.to_string()))?;
+    agent
+        .vault
+        .check_keys_of(&candidate)
+        .map_err(|e| refused(e.to_string()))?;
     let chain = candidate.read(|c| audit::verify(c, agent.vault.audit_key()))?;
     if !chain.intact() {
-        return Err(refused(format!("its audit log is broken at entries {:?}: it was altered", chain.broken)));
+        return Err(refused(format!(
+            "its audit log is broken at entries {:?}: it was altered",
+            chain.broken
+        )));
     }
     drop(candidate);
     agent.store.restore_from(&copy)?;
     let _ = std::fs::remove_dir_all(&scratch);
     agent.vault.reload(&agent.store)?;
-    agent.reload_galleries().map_err(|e| refused(e.to_string()))?;
+    agent
+        .reload_galleries()
+        .map_err(|e| refused(e.to_string()))?;
     let subjects = agent.store.read(store::subjects::count)?;
-    agent.store.write(|tx| audit_in(tx, agent, actor, "restore", None, "restored", serde_json::json!({ "path": shown, "subjects": subjects })))?;
+    agent.store.write(|tx| {
+        audit_in(
+            tx,
+            agent,
+            actor,
+            "restore",
+            None,
+            "restored",
+            serde_json::json!({ "path": shown, "subjects": subjects }),
+        )
+    })?;
     tracing::warn!(path = %shown, subjects, "Store restored from backup.");
-    Ok(RestoreReport { path: path.to_path_buf(), subjects, unreadable_templates: agent.unreadable_templates() })
+    Ok(RestoreReport {
+        path: path.to_path_buf(),
+        subjects,
+        unreadable_templates: agent.unreadable_templates(),
+    })
 }
 
 fn tempfile_dir(agent: &Agent) -> Result<PathBuf, MaintenanceError> {
     // Next to the database, so that it lies on the same (writable, private) file system.
-    let base = agent.store.path().parent().map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let base = agent
+        .store
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!(".restore-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).map_err(|e| MaintenanceError::File { path: dir.display().to_string(), error: e.to_string() })?;
+    std::fs::create_dir_all(&dir).map_err(|e| MaintenanceError::File {
+        path: dir.display().to_string(),
+        error: e.to_string(),
+    })?;
     Ok(dir)
 }

@@ -38,17 +38,23 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let verification_duration = HistogramVec::new(
@@ -56,11 +62,15 @@ impl Metrics {
                 "biometric_verification_duration_seconds",
                 "Time from a verification request to its decision, including capture.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["modality"],
         )
         .expect("valid metric");
-        registry.register(Box::new(verification_duration.clone())).expect("unique metric");
+        registry
+            .register(Box::new(verification_duration.clone()))
+            .expect("unique metric");
         Self {
             verification_requests: counter(
                 "biometric_verification_requests_total",
@@ -78,7 +88,10 @@ impl Metrics {
                 "Enrollments by modality and outcome.",
                 &["modality", "status"],
             ),
-            active_sessions: gauge("biometric_active_sessions", "Biometric operations in progress."),
+            active_sessions: gauge(
+                "biometric_active_sessions",
+                "Biometric operations in progress.",
+            ),
             templates_stored: gauge_vec(
                 "biometric_templates_stored_total",
                 "Templates held in the store, by modality.",
@@ -89,9 +102,19 @@ impl Metrics {
                 "1 when a capture device is usable, 0 when it is disconnected or failing.",
                 &["device", "driver", "kind"],
             ),
-            captures: counter("biometric_captures_total", "Captures by device and outcome.", &["device", "outcome"]),
-            outbox_depth: gauge("biometric_outbox_depth", "Events waiting to be sent to the hub."),
-            queue_depth: gauge("biometric_decision_queue_depth", "Requests waiting for a decision worker."),
+            captures: counter(
+                "biometric_captures_total",
+                "Captures by device and outcome.",
+                &["device", "outcome"],
+            ),
+            outbox_depth: gauge(
+                "biometric_outbox_depth",
+                "Events waiting to be sent to the hub.",
+            ),
+            queue_depth: gauge(
+                "biometric_decision_queue_depth",
+                "Requests waiting for a decision worker.",
+            ),
             templates_unreadable: gauge(
                 "biometric_templates_unreadable",
                 "Stored templates that failed to decrypt or parse at gallery load.",
@@ -103,7 +126,9 @@ impl Metrics {
     /// Text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }

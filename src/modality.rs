@@ -25,8 +25,14 @@ pub enum Modality {
 
 impl Modality {
     /// Every modality, in configuration order.
-    pub const ALL: [Modality; 6] =
-        [Self::Fingerprint, Self::Face, Self::Iris, Self::Palm, Self::Voice, Self::Gait];
+    pub const ALL: [Modality; 6] = [
+        Self::Fingerprint,
+        Self::Face,
+        Self::Iris,
+        Self::Palm,
+        Self::Voice,
+        Self::Gait,
+    ];
 
     /// Lower-case name used in config keys, URLs, metrics and events.
     pub fn as_str(self) -> &'static str {
@@ -62,9 +68,12 @@ impl FromStr for Modality {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            format!("unknown modality {s:?}; use fingerprint, face, iris, palm, voice or gait")
-        })
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown modality {s:?}; use fingerprint, face, iris, palm, voice or gait")
+            })
     }
 }
 

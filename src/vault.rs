@@ -66,7 +66,9 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("active_version", &self.active_version()).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("active_version", &self.active_version())
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,11 +92,20 @@ impl Vault {
             let row = wrapped_row(&wrapping_key, &key);
             store.write(|tx| data_keys::add_active(tx, &row))?;
         }
-        let vault = Self { wrapping_key, audit_key, ring: RwLock::new(Ring { active: 0, keys: BTreeMap::new() }) };
+        let vault = Self {
+            wrapping_key,
+            audit_key,
+            ring: RwLock::new(Ring {
+                active: 0,
+                keys: BTreeMap::new(),
+            }),
+        };
         let ring = vault.unwrap_all(store).map_err(|e| match e {
-            VaultError::WrongMasterKey { version, db, .. } => {
-                VaultError::WrongMasterKey { source_desc: master.source().to_string(), version, db }
-            }
+            VaultError::WrongMasterKey { version, db, .. } => VaultError::WrongMasterKey {
+                source_desc: master.source().to_string(),
+                version,
+                db,
+            },
             other => other,
         })?;
         *vault.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
@@ -118,13 +129,13 @@ impl Vault {
         let mut keys = BTreeMap::new();
         let mut active = 0;
         for row in rows.iter().filter(|r| r.state != "retired") {
-            let key = unwrap_data_key(&self.wrapping_key, row.version, &to_sealed(row)?).map_err(|_| {
-                VaultError::WrongMasterKey {
+            let key = unwrap_data_key(&self.wrapping_key, row.version, &to_sealed(row)?).map_err(
+                |_| VaultError::WrongMasterKey {
                     source_desc: "this agent's master key".into(),
                     version: row.version,
                     db: store.path().display().to_string(),
-                }
-            })?;
+                },
+            )?;
             if row.state == "active" {
                 active = row.version;
             }
@@ -169,13 +180,26 @@ impl Vault {
         encrypt: bool,
     ) -> SealedTemplate {
         if !encrypt {
-            return SealedTemplate { key_version: 0, nonce: Vec::new(), ciphertext: plaintext.to_vec() };
+            return SealedTemplate {
+                key_version: 0,
+                nonce: Vec::new(),
+                ciphertext: plaintext.to_vec(),
+            };
         }
         let ring = self.read_ring();
         let key = &ring.keys[&ring.active];
-        let aad = TemplateAad { template_id, subject_id, modality, key_version: key.version };
+        let aad = TemplateAad {
+            template_id,
+            subject_id,
+            modality,
+            key_version: key.version,
+        };
         let sealed = seal_template(key, &aad, plaintext);
-        SealedTemplate { key_version: key.version, nonce: sealed.nonce.to_vec(), ciphertext: sealed.ciphertext }
+        SealedTemplate {
+            key_version: key.version,
+            nonce: sealed.nonce.to_vec(),
+            ciphertext: sealed.ciphertext,
+        }
     }
 
     /// Opens a stored template.
@@ -184,29 +208,49 @@ impl Vault {
             return Ok(Zeroizing::new(row.ciphertext.clone()));
         }
         let ring = self.read_ring();
-        let key = ring.keys.get(&row.key_version).ok_or(VaultError::UnknownKeyVersion {
-            template: row.id,
-            subject: row.subject_id,
-            version: row.key_version,
-        })?;
-        let nonce: [u8; 12] = row.nonce.as_slice().try_into().map_err(|_| CryptoError::Malformed {
-            what: format!("template {}", row.id),
-            detail: format!("nonce of {} bytes instead of 12", row.nonce.len()),
-        })?;
+        let key = ring
+            .keys
+            .get(&row.key_version)
+            .ok_or(VaultError::UnknownKeyVersion {
+                template: row.id,
+                subject: row.subject_id,
+                version: row.key_version,
+            })?;
+        let nonce: [u8; 12] =
+            row.nonce
+                .as_slice()
+                .try_into()
+                .map_err(|_| CryptoError::Malformed {
+                    what: format!("template {}", row.id),
+                    detail: format!("nonce of {} bytes instead of 12", row.nonce.len()),
+                })?;
         let aad = TemplateAad {
             template_id: row.id,
             subject_id: row.subject_id,
             modality: &row.modality,
             key_version: row.key_version,
         };
-        Ok(open_template(key, &aad, &Sealed { nonce, ciphertext: row.ciphertext.clone() })?)
+        Ok(open_template(
+            key,
+            &aad,
+            &Sealed {
+                nonce,
+                ciphertext: row.ciphertext.clone(),
+            },
+        )?)
     }
 
     /// Starts a rotation: a new active key for all new writes. Returns the new version.
     pub fn begin_rotation(&self, store: &Store) -> Result<u32, VaultError> {
         let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
         // Versions are never reused, retired ones included.
-        let version = store.read(data_keys::list)?.iter().map(|r| r.version).max().unwrap_or(0) + 1;
+        let version = store
+            .read(data_keys::list)?
+            .iter()
+            .map(|r| r.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let key = DataKey::generate(version);
         let row = wrapped_row(&self.wrapping_key, &key);
         store.write(|tx| data_keys::add_active(tx, &row))?;
@@ -231,7 +275,9 @@ impl Vault {
     ) -> Result<usize, VaultError> {
         let active = self.active_version();
         let rows = store.read(|c| templates::not_under_version(c, active, *cursor, batch))?;
-        let Some(last) = rows.last() else { return Ok(0) };
+        let Some(last) = rows.last() else {
+            return Ok(0);
+        };
         *cursor = Some(last.id);
         let mut resealed = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -242,14 +288,24 @@ impl Vault {
                     let s = self.seal(row.id, row.subject_id, &row.modality, &plain, true);
                     resealed.push((row, s));
                 }
-                Err(e) => tracing::error!(template = %row.id, subject = %row.subject_id, error = %e, "Template cannot be re-sealed during key rotation."),
+                Err(e) => {
+                    tracing::error!(template = %row.id, subject = %row.subject_id, error = %e, "Template cannot be re-sealed during key rotation.")
+                }
             }
         }
         let now = store::now();
         store.write(|tx| {
             for (row, s) in &resealed {
                 // False when the row was deleted or re-sealed meanwhile: nothing to do.
-                templates::reseal(tx, row.id, row.key_version, s.key_version, &s.nonce, &s.ciphertext, &now)?;
+                templates::reseal(
+                    tx,
+                    row.id,
+                    row.key_version,
+                    s.key_version,
+                    &s.nonce,
+                    &s.ciphertext,
+                    &now,
+                )?;
             }
             Ok::<_, VaultError>(())
         })?;
@@ -284,11 +340,18 @@ fn wrapped_row(wrapping_key: &[u8; 32], key: &DataKey) -> DataKeyRow {
 }
 
 fn to_sealed(row: &DataKeyRow) -> Result<Sealed, VaultError> {
-    let nonce: [u8; 12] = row.nonce.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-        what: format!("data key version {}", row.version),
-        detail: format!("nonce of {} bytes", row.nonce.len()),
-    })?;
-    Ok(Sealed { nonce, ciphertext: row.wrapped.clone() })
+    let nonce: [u8; 12] = row
+        .nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt {
+            what: format!("data key version {}", row.version),
+            detail: format!("nonce of {} bytes", row.nonce.len()),
+        })?;
+    Ok(Sealed {
+        nonce,
+        ciphertext: row.wrapped.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -338,7 +401,10 @@ mod tests {
         let (dir, store) = temp_store();
         Vault::open(&store, &master(1)).unwrap();
         let err = Vault::open(&store, &master(2)).unwrap_err();
-        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -364,7 +430,10 @@ mod tests {
         }
         let keys = store.read(data_keys::list).unwrap();
         assert_eq!(keys[0].state, "retired");
-        assert!(keys[0].wrapped.is_empty(), "a retired key's bytes are erased");
+        assert!(
+            keys[0].wrapped.is_empty(),
+            "a retired key's bytes are erased"
+        );
         // A restart with the same master key opens the rotated database.
         let again = Vault::open(&store, &master(1)).unwrap();
         assert_eq!(again.active_version(), 2);

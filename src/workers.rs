@@ -53,9 +53,16 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     /// Starts `workers` threads (0: one per core) sharing a queue of `capacity` jobs.
-    pub fn start(workers: usize, capacity: usize, queue_timeout: Duration, heartbeats: &Arc<Heartbeats>) -> Self {
+    pub fn start(
+        workers: usize,
+        capacity: usize,
+        queue_timeout: Duration,
+        heartbeats: &Arc<Heartbeats>,
+    ) -> Self {
         let workers = if workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             workers
         };
@@ -78,7 +85,14 @@ impl WorkerPool {
                     .expect("spawning a worker thread")
             })
             .collect();
-        Self { tx: Mutex::new(Some(tx)), capacity, queue_timeout, closed, depth, threads: Mutex::new(threads) }
+        Self {
+            tx: Mutex::new(Some(tx)),
+            capacity,
+            queue_timeout,
+            closed,
+            depth,
+            threads: Mutex::new(threads),
+        }
     }
 
     /// Jobs waiting for a worker.
@@ -121,7 +135,9 @@ impl WorkerPool {
         };
         {
             let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(tx) = guard.as_ref() else { return Err(WorkError::ShuttingDown) };
+            let Some(tx) = guard.as_ref() else {
+                return Err(WorkError::ShuttingDown);
+            };
             self.depth.fetch_add(1, Ordering::SeqCst);
             let sent = tx.try_send(queued);
             if sent.is_err() {
@@ -129,7 +145,11 @@ impl WorkerPool {
             }
             match sent {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => return Err(WorkError::QueueFull { queued: self.capacity }),
+                Err(TrySendError::Full(_)) => {
+                    return Err(WorkError::QueueFull {
+                        queued: self.capacity,
+                    })
+                }
                 Err(TrySendError::Disconnected(_)) => return Err(WorkError::ShuttingDown),
             }
         }
@@ -169,7 +189,10 @@ fn worker_loop(
 ) {
     loop {
         hb.beat();
-        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv_timeout(IDLE_BEAT);
+        let next = rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recv_timeout(IDLE_BEAT);
         if next.is_ok() {
             depth.fetch_sub(1, Ordering::SeqCst);
         }
@@ -193,7 +216,12 @@ mod tests {
     use super::*;
 
     fn pool(workers: usize, capacity: usize) -> WorkerPool {
-        WorkerPool::start(workers, capacity, Duration::from_secs(5), &Arc::new(Heartbeats::default()))
+        WorkerPool::start(
+            workers,
+            capacity,
+            Duration::from_secs(5),
+            &Arc::new(Heartbeats::default()),
+        )
     }
 
     #[tokio::test]
@@ -205,7 +233,10 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_is_an_error_and_the_worker_survives() {
         let p = pool(1, 4);
-        let err = p.run(Duration::from_secs(1), || -> u8 { panic!("bad input") }).await.unwrap_err();
+        let err = p
+            .run(Duration::from_secs(1), || -> u8 { panic!("bad input") })
+            .await
+            .unwrap_err();
         assert_eq!(err, WorkError::Panicked("bad input".into()));
         assert_eq!(p.run(Duration::from_secs(1), || 1).await, Ok(1));
     }

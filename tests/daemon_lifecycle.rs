@@ -16,8 +16,15 @@ fn ready_follows_status_lines_and_sigterm_stops_cleanly_within_five_seconds() {
     let mut agent = AgentProcess::start(Options::default());
     eprintln!("start to READY: {:?}", started.elapsed());
     let ready = agent.messages.iter().position(|m| m == "READY=1").unwrap();
-    let statuses: Vec<&String> = agent.messages[..ready].iter().filter(|m| m.starts_with("STATUS=")).collect();
-    assert!(statuses.len() >= 3, "expected STATUS lines before READY, got {:?}", agent.messages);
+    let statuses: Vec<&String> = agent.messages[..ready]
+        .iter()
+        .filter(|m| m.starts_with("STATUS="))
+        .collect();
+    assert!(
+        statuses.len() >= 3,
+        "expected STATUS lines before READY, got {:?}",
+        agent.messages
+    );
     for step in ["store", "key", "device", "engine"] {
         assert!(
             statuses.iter().any(|s| s.to_lowercase().contains(step)),
@@ -31,20 +38,34 @@ fn ready_follows_status_lines_and_sigterm_stops_cleanly_within_five_seconds() {
     let asked = Instant::now();
     agent.signal(Signal::SIGTERM);
     agent.wait_for("STOPPING=1", ready, Duration::from_secs(5));
-    let status = agent.wait_exit(Duration::from_secs(5)).expect("the agent must exit within 5 s of SIGTERM");
+    let status = agent
+        .wait_exit(Duration::from_secs(5))
+        .expect("the agent must exit within 5 s of SIGTERM");
     assert!(status.success(), "exit status {status}");
     assert!(asked.elapsed() < Duration::from_secs(5));
-    assert!(!agent.socket.exists(), "the operator socket is removed on a clean stop");
+    assert!(
+        !agent.socket.exists(),
+        "the operator socket is removed on a clean stop"
+    );
 }
 
 #[test]
 fn watchdog_pings_at_half_the_interval() {
-    let mut agent = AgentProcess::start(Options { watchdog_usec: Some(400_000), ..Options::default() });
+    let mut agent = AgentProcess::start(Options {
+        watchdog_usec: Some(400_000),
+        ..Options::default()
+    });
     let from = agent.messages.len();
     agent.pump(Duration::from_millis(2_100));
-    let pings = agent.messages[from..].iter().filter(|m| *m == "WATCHDOG=1").count();
+    let pings = agent.messages[from..]
+        .iter()
+        .filter(|m| *m == "WATCHDOG=1")
+        .count();
     // Every 200 ms over 2.1 s: about 10, allowing for a slow machine.
-    assert!((7..=13).contains(&pings), "expected about 10 WATCHDOG=1 in 2.1 s, got {pings}");
+    assert!(
+        (7..=13).contains(&pings),
+        "expected about 10 WATCHDOG=1 in 2.1 s, got {pings}"
+    );
 }
 
 #[test]
@@ -59,23 +80,45 @@ fn a_stuck_capture_loop_stops_the_watchdog_pings() {
     };
     let mut agent = AgentProcess::start(options);
     agent.pump(Duration::from_millis(600));
-    assert!(agent.messages.iter().any(|m| m == "WATCHDOG=1"), "pings while healthy");
+    assert!(
+        agent.messages.iter().any(|m| m == "WATCHDOG=1"),
+        "pings while healthy"
+    );
 
     // A capture on the wedged reader never returns; its loop overruns its job limit (twice the
     // 2 s capture timeout plus 2 s of grace) and is then stuck.
     let socket = agent.socket.clone();
     std::thread::spawn(move || {
         let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let body = json!({ "modality": "fingerprint" }).to_string();
-        let _ = common::http(stream, "POST", &format!("{PREFIX}/devices/wedged/test"), Some(body.as_bytes()), &[]);
+        let _ = common::http(
+            stream,
+            "POST",
+            &format!("{PREFIX}/devices/wedged/test"),
+            Some(body.as_bytes()),
+            &[],
+        );
     });
     agent.pump(Duration::from_secs(7));
     let from = agent.messages.len();
     agent.pump(Duration::from_secs(2));
-    let late = agent.messages[from..].iter().filter(|m| *m == "WATCHDOG=1").count();
-    assert_eq!(late, 0, "no WATCHDOG=1 may come while a loop is stuck; got {:?}", &agent.messages[from..]);
-    assert!(agent.log_text().contains("stuck"), "the log names the stuck loop");
+    let late = agent.messages[from..]
+        .iter()
+        .filter(|m| *m == "WATCHDOG=1")
+        .count();
+    assert_eq!(
+        late,
+        0,
+        "no WATCHDOG=1 may come while a loop is stuck; got {:?}",
+        &agent.messages[from..]
+    );
+    assert!(
+        agent.log_text().contains("stuck"),
+        "the log names the stuck loop"
+    );
 }
 
 #[test]
@@ -84,23 +127,37 @@ fn sighup_reloads_and_an_invalid_config_keeps_the_old_one() {
     let original = std::fs::read_to_string(&agent.config).unwrap();
 
     // A valid change: a new fingerprint threshold and a debug log level.
-    std::fs::write(&agent.config, format!("{original}biometric_engines:\n  fingerprint: {{quality_threshold: 0.55}}\n")).unwrap();
+    std::fs::write(
+        &agent.config,
+        format!("{original}biometric_engines:\n  fingerprint: {{quality_threshold: 0.55}}\n"),
+    )
+    .unwrap();
     let from = agent.messages.len();
     agent.signal(Signal::SIGHUP);
     let reloading = agent.wait_for("RELOADING=1", from, Duration::from_secs(5));
     agent.wait_for("READY=1", reloading, Duration::from_secs(5));
     let health = agent.socket_request("GET", &format!("{PREFIX}/health"), None);
     assert_eq!(health.status, 200);
-    assert!(agent.log_text().contains("0.55") || agent.log_text().to_lowercase().contains("reloaded"), "the reload is logged");
+    assert!(
+        agent.log_text().contains("0.55") || agent.log_text().to_lowercase().contains("reloaded"),
+        "the reload is logged"
+    );
 
     // An invalid file: rejected with the key path in the log, the agent keeps running.
-    std::fs::write(&agent.config, format!("{original}security: {{max_failed_attempts: many}}\n")).unwrap();
+    std::fs::write(
+        &agent.config,
+        format!("{original}security: {{max_failed_attempts: many}}\n"),
+    )
+    .unwrap();
     let from = agent.messages.len();
     agent.signal(Signal::SIGHUP);
     let reloading = agent.wait_for("RELOADING=1", from, Duration::from_secs(5));
     agent.wait_for("READY=1", reloading, Duration::from_secs(5));
     let log = agent.log_text();
-    assert!(log.contains("security.max_failed_attempts"), "the rejected reload names the key: {log}");
+    assert!(
+        log.contains("security.max_failed_attempts"),
+        "the rejected reload names the key: {log}"
+    );
     let health = agent.socket_request("GET", &format!("{PREFIX}/health"), None);
     assert_eq!(health.status, 200, "still serving after a rejected reload");
     assert!(agent.stop().success());
@@ -133,6 +190,9 @@ fn check_config_prints_every_problem_and_fails() {
         "biometric_engines.face.qualty_threshold",
         "logging.format",
     ] {
-        assert!(text.contains(key), "check-config does not name {key}:\n{text}");
+        assert!(
+            text.contains(key),
+            "check-config does not name {key}:\n{text}"
+        );
     }
 }

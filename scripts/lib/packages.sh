@@ -2,7 +2,7 @@
 # the test runner and CI). Runs apt-get only when something is absent.
 BUILD_PACKAGES=(build-essential pkg-config clang libclang-dev libusb-1.0-0-dev libudev-dev)
 # What the test suite needs beyond the build.
-TEST_PACKAGES=(udev acl)
+TEST_PACKAGES=(udev acl ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
 
 missing_packages() {
     local missing=()

@@ -29,9 +29,15 @@ pub struct UdsPeer {
     pub uid: Option<u32>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for UdsPeer {
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for UdsPeer
+{
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        Self { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+        Self {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
     }
 }
 
@@ -41,7 +47,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -54,12 +64,22 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 }
 
 /// TCP: a valid, unexpired, unrevoked API key is required.
-pub async fn require_api_key(State(agent): State<Arc<Agent>>, mut req: Request, next: Next) -> Response {
-    let Some(presented) = req.headers().get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string) else {
+pub async fn require_api_key(
+    State(agent): State<Arc<Agent>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(presented) = req
+        .headers()
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
         return unauthorized("an X-API-Key header is required; create a key with `apg-biometric keys create-api-key`");
     };
     let store = agent.store.clone();
-    let checked = tokio::task::spawn_blocking(move || access::authenticate(&store, &presented)).await;
+    let checked =
+        tokio::task::spawn_blocking(move || access::authenticate(&store, &presented)).await;
     match checked {
         Ok(Ok(Ok(principal))) => {
             req.extensions_mut().insert(principal);
@@ -69,7 +89,9 @@ pub async fn require_api_key(State(agent): State<Arc<Agent>>, mut req: Request, 
             // The reason goes to the log only: callers learn nothing about which keys exist.
             tracing::warn!(reason = ?rejection, "API key refused.");
             let message = match rejection {
-                KeyRejection::Expired | KeyRejection::Revoked | KeyRejection::Unknown => "the API key is not valid",
+                KeyRejection::Expired | KeyRejection::Revoked | KeyRejection::Unknown => {
+                    "the API key is not valid"
+                }
             };
             unauthorized(message)
         }
@@ -90,7 +112,10 @@ pub async fn local_admin(mut req: Request, next: Next) -> Response {
         .get::<ConnectInfo<UdsPeer>>()
         .and_then(|ConnectInfo(p)| p.uid)
         .map_or_else(|| "unknown".to_string(), |u| u.to_string());
-    req.extensions_mut().insert(Principal { name: format!("cli:uid={uid}"), role: Role::Admin });
+    req.extensions_mut().insert(Principal {
+        name: format!("cli:uid={uid}"),
+        role: Role::Admin,
+    });
     next.run(req).await
 }
 
@@ -102,7 +127,10 @@ pub fn require(principal: &Principal, permission: Permission) -> Result<(), ApiE
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("role {} may not do this (needs {:?} permission)", principal.role, permission),
+            format!(
+                "role {} may not do this (needs {:?} permission)",
+                principal.role, permission
+            ),
         ))
     }
 }

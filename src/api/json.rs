@@ -21,7 +21,11 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is larger than api.max_body_bytes (10 MiB by default)")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "request body is larger than api.max_body_bytes (10 MiB by default)",
+                )
             } else {
                 ApiError::new(rejection.status(), "bad_body", rejection.body_text())
             }

@@ -30,7 +30,10 @@ fn routes() -> Router<Arc<Agent>> {
         .route("/devices/{id}/test", post(test_device))
         .route("/devices/{id}/present", post(present_sample))
         .route("/subjects", get(list_subjects).post(create_subject))
-        .route("/subjects/{subject}", get(get_subject).delete(delete_subject))
+        .route(
+            "/subjects/{subject}",
+            get(get_subject).delete(delete_subject),
+        )
         .route("/subjects/{subject}/enroll", post(enroll))
         .route("/verify", post(verify))
         .route("/identify", post(identify))
@@ -48,7 +51,10 @@ fn routes() -> Router<Arc<Agent>> {
 /// The router for the TCP listener: every endpoint but health needs an API key.
 pub fn tcp_router(agent: Arc<Agent>) -> Router {
     let limit = agent.config().api.max_body_bytes;
-    let protected = routes().layer(middleware::from_fn_with_state(agent.clone(), auth::require_api_key));
+    let protected = routes().layer(middleware::from_fn_with_state(
+        agent.clone(),
+        auth::require_api_key,
+    ));
     Router::new()
         .nest(PREFIX, protected.route("/health", get(handlers::health)))
         .layer(DefaultBodyLimit::max(limit))

@@ -31,7 +31,10 @@ fn default_dpi() -> u16 {
 
 impl std::fmt::Debug for SampleUpload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SampleUpload").field("name", &self.name).field("base64_len", &self.data.len()).finish()
+        f.debug_struct("SampleUpload")
+            .field("name", &self.name)
+            .field("base64_len", &self.data.len())
+            .finish()
     }
 }
 
@@ -43,9 +46,18 @@ pub fn decode(upload: &SampleUpload, modality: Modality, field: &str) -> Result<
     if !(100..=2000).contains(&upload.dpi) {
         return Err(ApiError::field(format!("{field}.dpi"), "100 to 2000 dpi"));
     }
-    let name = upload.name.clone().unwrap_or_else(|| format!("uploaded {field}"));
-    apg_sim::decode_bytes(modality.device_kind(), &bytes, Path::new(&name), upload.dpi, 204.8)
-        .map_err(|e| ApiError::field(format!("{field}.data"), e.to_string()))
+    let name = upload
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("uploaded {field}"));
+    apg_sim::decode_bytes(
+        modality.device_kind(),
+        &bytes,
+        Path::new(&name),
+        upload.dpi,
+        204.8,
+    )
+    .map_err(|e| ApiError::field(format!("{field}.data"), e.to_string()))
 }
 
 /// Where a decision's samples come from: a device, or uploads (never both).
@@ -56,13 +68,26 @@ pub fn source(
     field: &str,
 ) -> Result<Source, ApiError> {
     match (device_id, uploads.is_empty()) {
-        (Some(_), false) => Err(ApiError::field("device_id", format!("give either device_id or {field}, not both"))),
+        (Some(_), false) => Err(ApiError::field(
+            "device_id",
+            format!("give either device_id or {field}, not both"),
+        )),
         (device, true) => Ok(Source::Device(device)),
         (None, false) => {
             let samples = uploads
                 .iter()
                 .enumerate()
-                .map(|(i, u)| decode(u, modality, &if field == "sample" { field.to_string() } else { format!("{field}[{i}]") }))
+                .map(|(i, u)| {
+                    decode(
+                        u,
+                        modality,
+                        &if field == "sample" {
+                            field.to_string()
+                        } else {
+                            format!("{field}[{i}]")
+                        },
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Source::Upload(samples))
         }

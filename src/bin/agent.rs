@@ -40,7 +40,11 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig { file } => match apg_biometric::daemon::load_config(&file) {
             Ok(config) => {
-                println!("{}: valid ({} profile)", file.display(), config.profile().label());
+                println!(
+                    "{}: valid ({} profile)",
+                    file.display(),
+                    config.profile().label()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -29,10 +29,15 @@ pub fn apply_overrides(
     vars: impl IntoIterator<Item = (String, String)>,
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
-    let known: Vec<(String, String)> =
-        leaf_paths(schema).into_iter().map(|p| (variable_for(&p), p)).collect();
+    let known: Vec<(String, String)> = leaf_paths(schema)
+        .into_iter()
+        .map(|p| (variable_for(&p), p))
+        .collect();
     let mut applied = Vec::new();
-    let mut vars: Vec<_> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+    let mut vars: Vec<_> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(PREFIX))
+        .collect();
     vars.sort();
     for (name, raw) in vars {
         if RESERVED.contains(&name.as_str()) {
@@ -79,16 +84,25 @@ mod tests {
         let mut tree = Value::Null;
         let mut problems = Vec::new();
         let vars = [
-            ("APG_BIOMETRIC_SECURITY_MAX_FAILED_ATTEMPTS".to_string(), "5".to_string()),
+            (
+                "APG_BIOMETRIC_SECURITY_MAX_FAILED_ATTEMPTS".to_string(),
+                "5".to_string(),
+            ),
             ("APG_BIOMETRIC_FACE_ENABLED".to_string(), "true".to_string()),
-            ("APG_BIOMETRIC_SECURITY_MAX_FAILED".to_string(), "5".to_string()),
+            (
+                "APG_BIOMETRIC_SECURITY_MAX_FAILED".to_string(),
+                "5".to_string(),
+            ),
             ("APG_BIOMETRIC_ENV".to_string(), "testing".to_string()),
             ("HOME".to_string(), "/root".to_string()),
         ];
         let applied = apply_overrides(&mut tree, &schema, vars, &mut problems);
         assert_eq!(applied.len(), 2);
         assert_eq!(tree["security"]["max_failed_attempts"], Value::from(5));
-        assert_eq!(tree["biometric_engines"]["face"]["enabled"], Value::Bool(true));
+        assert_eq!(
+            tree["biometric_engines"]["face"]["enabled"],
+            Value::Bool(true)
+        );
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "$APG_BIOMETRIC_SECURITY_MAX_FAILED");
     }

@@ -22,13 +22,21 @@ pub struct Problem {
 impl Problem {
     /// Builds a problem report.
     pub fn new(path: &str, value: impl Into<String>, allowed: impl Into<String>) -> Self {
-        Self { path: path.to_string(), value: value.into(), allowed: allowed.into() }
+        Self {
+            path: path.to_string(),
+            value: value.into(),
+            allowed: allowed.into(),
+        }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} is not allowed; expected {}", self.path, self.value, self.allowed)
+        write!(
+            f,
+            "{}: {} is not allowed; expected {}",
+            self.path, self.value, self.allowed
+        )
     }
 }
 
@@ -72,7 +80,11 @@ impl ConfigError {
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Loads `path` with the overrides found in `vars` (normally `std::env::vars()`).
@@ -80,8 +92,10 @@ pub fn load(
     path: &Path,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(&text, path, vars)
 }
 
@@ -92,16 +106,24 @@ pub fn load_str(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
     let vars: Vec<(String, String)> = vars.into_iter().collect();
-    let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
-    let mut tree: Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     if tree.is_null() {
         tree = Value::Mapping(Default::default());
     }
     let schema = serde_yaml_ng::to_value(Config::default()).expect("the default config serialises");
 
     let mut problems = Vec::new();
-    let profile_var = vars.iter().find(|(k, _)| k == "APG_BIOMETRIC_ENV").map(|(_, v)| v.as_str());
+    let profile_var = vars
+        .iter()
+        .find(|(k, _)| k == "APG_BIOMETRIC_ENV")
+        .map(|(_, v)| v.as_str());
     let profile = Profile::from_env_value(profile_var).unwrap_or_else(|message| {
         problems.push(Problem::new(
             "$APG_BIOMETRIC_ENV",
@@ -111,7 +133,11 @@ pub fn load_str(
         Profile::Production
     });
     if !tree.is_mapping() {
-        problems.push(Problem::new("(top level)", super::schema::show(&tree), "a section"));
+        problems.push(Problem::new(
+            "(top level)",
+            super::schema::show(&tree),
+            "a section",
+        ));
         return Err(invalid(problems));
     }
     env::apply_overrides(&mut tree, &schema, vars, &mut problems);
@@ -133,7 +159,9 @@ pub fn load_str(
         }
         problems.extend(found);
     }
-    let Some(mut config) = config else { return Err(invalid(problems)) };
+    let Some(mut config) = config else {
+        return Err(invalid(problems));
+    };
     config.profile = Some(profile);
     validate::check(&config, &mut problems);
     if problems.is_empty() {
@@ -182,7 +210,9 @@ fn merged(defaults: &Value, user: &Value) -> Value {
 
 /// Deserialises section by section so that one bad section does not hide the others.
 fn deserialize_sections(tree: &Value, problems: &mut Vec<Problem>) -> Option<Config> {
-    let Value::Mapping(sections) = tree else { return None };
+    let Value::Mapping(sections) = tree else {
+        return None;
+    };
     for (key, value) in sections {
         let mut single = serde_yaml_ng::Mapping::new();
         single.insert(key.clone(), value.clone());
@@ -224,7 +254,10 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {
         let c = load_text("", &[DEV]).unwrap();
-        assert_eq!(c.biometric_engines.fingerprint.common.quality_threshold, 0.8);
+        assert_eq!(
+            c.biometric_engines.fingerprint.common.quality_threshold,
+            0.8
+        );
         assert_eq!(c.biometric_engines.face.common.quality_threshold, 0.85);
         assert_eq!(c.biometric_engines.iris.common.processing_timeout, 4.0);
         assert_eq!(c.biometric_engines.palm.hand_detection_confidence, 0.9);
@@ -265,7 +298,10 @@ mod tests {
         )
         .unwrap_err();
         let problems = err.problems();
-        assert!(problems.iter().any(|p| p.starts_with("logging.format")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("logging.format")),
+            "{problems:?}"
+        );
         let err = load_text(
             "security: {max_failed_attempts: 0}\n\
              biometric_engines: {fingerprint: {quality_threshold: 1.5}}",
@@ -274,7 +310,10 @@ mod tests {
         .unwrap_err();
         let problems = err.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("quality_threshold: 1.5") || problems[1].contains("quality_threshold: 1.5"));
+        assert!(
+            problems[0].contains("quality_threshold: 1.5")
+                || problems[1].contains("quality_threshold: 1.5")
+        );
     }
 
     #[test]

@@ -88,7 +88,6 @@ pub struct Config {
     pub profile: Option<Profile>,
 }
 
-
 impl Config {
     /// Profile in effect; production when the config was built without [`load`].
     pub fn profile(&self) -> Profile {
@@ -121,7 +120,10 @@ pub struct AgentIdentity {
 
 impl Default for AgentIdentity {
     fn default() -> Self {
-        Self { id: "agent-1".into(), site: "site-1".into() }
+        Self {
+            id: "agent-1".into(),
+            site: "site-1".into(),
+        }
     }
 }
 
@@ -253,7 +255,9 @@ pub struct FingerprintEngine {
 
 impl Default for FingerprintEngine {
     fn default() -> Self {
-        Self { common: EngineCommon::with(true, 0.8, 5.0) }
+        Self {
+            common: EngineCommon::with(true, 0.8, 5.0),
+        }
     }
 }
 
@@ -268,7 +272,9 @@ pub struct FaceEngine {
 
 impl Default for FaceEngine {
     fn default() -> Self {
-        Self { common: EngineCommon::with(false, 0.85, 3.0) }
+        Self {
+            common: EngineCommon::with(false, 0.85, 3.0),
+        }
     }
 }
 
@@ -285,7 +291,10 @@ pub struct IrisEngine {
 
 impl Default for IrisEngine {
     fn default() -> Self {
-        Self { common: EngineCommon::with(false, 0.85, 4.0), segmentation_accuracy: 0.9 }
+        Self {
+            common: EngineCommon::with(false, 0.85, 4.0),
+            segmentation_accuracy: 0.9,
+        }
     }
 }
 
@@ -302,7 +311,10 @@ pub struct PalmEngine {
 
 impl Default for PalmEngine {
     fn default() -> Self {
-        Self { common: EngineCommon::with(false, 0.8, 5.0), hand_detection_confidence: 0.9 }
+        Self {
+            common: EngineCommon::with(false, 0.8, 5.0),
+            hand_detection_confidence: 0.9,
+        }
     }
 }
 
@@ -319,7 +331,10 @@ pub struct VoiceEngine {
 
 impl Default for VoiceEngine {
     fn default() -> Self {
-        Self { common: EngineCommon::with(false, 0.75, 10.0), noise_reduction: true }
+        Self {
+            common: EngineCommon::with(false, 0.75, 10.0),
+            noise_reduction: true,
+        }
     }
 }
 
@@ -336,7 +351,10 @@ pub struct GaitEngine {
 
 impl Default for GaitEngine {
     fn default() -> Self {
-        Self { common: EngineCommon::with(false, 0.7, 20.0), analysis_window: 15.0 }
+        Self {
+            common: EngineCommon::with(false, 0.7, 20.0),
+            analysis_window: 15.0,
+        }
     }
 }
 
@@ -400,7 +418,11 @@ pub struct Performance {
 
 impl Default for Performance {
     fn default() -> Self {
-        Self { max_workers: 0, worker_timeout: 30.0, queue_size: 64 }
+        Self {
+            max_workers: 0,
+            worker_timeout: 30.0,
+            queue_size: 64,
+        }
     }
 }
 
@@ -418,7 +440,11 @@ pub struct Logging {
 
 impl Default for Logging {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Json, file: None }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+            file: None,
+        }
     }
 }
 
@@ -491,6 +517,9 @@ pub struct Devices {
 
 impl Default for Devices {
     fn default() -> Self {
-        Self { capture_timeout: 10.0, simulated: Vec::new() }
+        Self {
+            capture_timeout: 10.0,
+            simulated: Vec::new(),
+        }
     }
 }

@@ -123,8 +123,12 @@ pub fn set_path(root: &mut Value, path: &str, value: Value) {
         if !matches!(node, Value::Mapping(_)) {
             *node = Value::Mapping(Mapping::new());
         }
-        let Value::Mapping(map) = node else { unreachable!("made a mapping above") };
-        node = map.entry(Value::String(key.to_string())).or_insert(Value::Null);
+        let Value::Mapping(map) = node else {
+            unreachable!("made a mapping above")
+        };
+        node = map
+            .entry(Value::String(key.to_string()))
+            .or_insert(Value::Null);
     }
     *node = value;
 }
@@ -155,7 +159,11 @@ mod tests {
         let mut problems = Vec::new();
         check_shape(&user, &schema, "", &mut problems);
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["a.x", "a.y"], "an integer is a fine float, the rest are wrong");
+        assert_eq!(
+            paths,
+            ["a.x", "a.y"],
+            "an integer is a fine float, the rest are wrong"
+        );
     }
 
     #[test]

@@ -20,13 +20,23 @@ fn push(problems: &mut Vec<Problem>, path: &str, value: impl ToString, allowed: 
 }
 
 fn check_identity(config: &Config, problems: &mut Vec<Problem>) {
-    for (path, value) in [("agent.id", &config.agent.id), ("agent.site", &config.agent.site)] {
+    for (path, value) in [
+        ("agent.id", &config.agent.id),
+        ("agent.site", &config.agent.site),
+    ] {
         let ok = !value.is_empty()
             && value.len() <= 64
-            && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
             // Both appear in MQTT topic names, where `/`, `+` and `#` have meanings.
-            push(problems, path, format!("{value:?}"), "1 to 64 letters, digits, '-' or '_'");
+            push(
+                problems,
+                path,
+                format!("{value:?}"),
+                "1 to 64 letters, digits, '-' or '_'",
+            );
         }
     }
 }
@@ -37,17 +47,37 @@ fn check_engines(config: &Config, problems: &mut Vec<Problem>) {
         let base = format!("biometric_engines.{}", modality.as_str());
         let at = |key: &str| format!("{base}.{key}");
         if !(0.0..=1.0).contains(&engine.quality_threshold) {
-            push(problems, &at("quality_threshold"), engine.quality_threshold, "a number from 0 to 1");
+            push(
+                problems,
+                &at("quality_threshold"),
+                engine.quality_threshold,
+                "a number from 0 to 1",
+            );
         }
         if !(engine.processing_timeout > 0.0 && engine.processing_timeout <= 300.0) {
-            push(problems, &at("processing_timeout"), engine.processing_timeout, "seconds, above 0 and at most 300");
+            push(
+                problems,
+                &at("processing_timeout"),
+                engine.processing_timeout,
+                "seconds, above 0 and at most 300",
+            );
         }
         if !(1..=10).contains(&engine.enroll_captures) {
-            push(problems, &at("enroll_captures"), engine.enroll_captures, "1 to 10 captures");
+            push(
+                problems,
+                &at("enroll_captures"),
+                engine.enroll_captures,
+                "1 to 10 captures",
+            );
         }
         if let Some(t) = engine.match_threshold {
             if !(t.is_finite() && t > 0.0) {
-                push(problems, &at("match_threshold"), t, "a positive number on the engine's score scale");
+                push(
+                    problems,
+                    &at("match_threshold"),
+                    t,
+                    "a positive number on the engine's score scale",
+                );
             }
         }
         if !engine.template_encryption && config.profile() == Profile::Production {
@@ -74,35 +104,80 @@ fn check_engines(config: &Config, problems: &mut Vec<Problem>) {
     let ratio = |v: f64| (0.0..=1.0).contains(&v);
     let e = &config.biometric_engines;
     if !ratio(e.iris.segmentation_accuracy) {
-        push(problems, "biometric_engines.iris.segmentation_accuracy", e.iris.segmentation_accuracy, "a number from 0 to 1");
+        push(
+            problems,
+            "biometric_engines.iris.segmentation_accuracy",
+            e.iris.segmentation_accuracy,
+            "a number from 0 to 1",
+        );
     }
     if !ratio(e.palm.hand_detection_confidence) {
-        push(problems, "biometric_engines.palm.hand_detection_confidence", e.palm.hand_detection_confidence, "a number from 0 to 1");
+        push(
+            problems,
+            "biometric_engines.palm.hand_detection_confidence",
+            e.palm.hand_detection_confidence,
+            "a number from 0 to 1",
+        );
     }
     if !(e.gait.analysis_window >= 2.0 && e.gait.analysis_window <= 120.0) {
-        push(problems, "biometric_engines.gait.analysis_window", e.gait.analysis_window, "seconds, from 2 to 120");
+        push(
+            problems,
+            "biometric_engines.gait.analysis_window",
+            e.gait.analysis_window,
+            "seconds, from 2 to 120",
+        );
     }
 }
 
 fn check_security(config: &Config, problems: &mut Vec<Problem>) {
     let s = &config.security;
     if s.encryption_algorithm != "AES-256-GCM" {
-        push(problems, "security.encryption_algorithm", format!("{:?}", s.encryption_algorithm), "AES-256-GCM");
+        push(
+            problems,
+            "security.encryption_algorithm",
+            format!("{:?}", s.encryption_algorithm),
+            "AES-256-GCM",
+        );
     }
     if s.key_rotation_days > 3650 {
-        push(problems, "security.key_rotation_days", s.key_rotation_days, "0 (never) to 3650 days");
+        push(
+            problems,
+            "security.key_rotation_days",
+            s.key_rotation_days,
+            "0 (never) to 3650 days",
+        );
     }
     if !(60..=86_400).contains(&s.session_timeout) {
-        push(problems, "security.session_timeout", s.session_timeout, "60 to 86400 seconds");
+        push(
+            problems,
+            "security.session_timeout",
+            s.session_timeout,
+            "60 to 86400 seconds",
+        );
     }
     if !(1..=100).contains(&s.max_failed_attempts) {
-        push(problems, "security.max_failed_attempts", s.max_failed_attempts, "1 to 100 attempts");
+        push(
+            problems,
+            "security.max_failed_attempts",
+            s.max_failed_attempts,
+            "1 to 100 attempts",
+        );
     }
     if !(1..=604_800).contains(&s.lockout_duration) {
-        push(problems, "security.lockout_duration", s.lockout_duration, "1 to 604800 seconds");
+        push(
+            problems,
+            "security.lockout_duration",
+            s.lockout_duration,
+            "1 to 604800 seconds",
+        );
     }
     if config.profile() == Profile::Production && config.keys.credential.contains('/') {
-        push(problems, "keys.credential", format!("{:?}", config.keys.credential), "a credential name without '/'");
+        push(
+            problems,
+            "keys.credential",
+            format!("{:?}", config.keys.credential),
+            "a credential name without '/'",
+        );
     }
 }
 
@@ -114,68 +189,168 @@ fn check_sync(config: &Config, problems: &mut Vec<Problem>) {
     let url = s.broker_url.as_str();
     if url.starts_with("mqtt://") {
         if config.profile() == Profile::Production {
-            push(problems, "sync.broker_url", format!("{url:?}"), "an mqtts:// URL in production (plain MQTT would expose events)");
+            push(
+                problems,
+                "sync.broker_url",
+                format!("{url:?}"),
+                "an mqtts:// URL in production (plain MQTT would expose events)",
+            );
         } else if !s.allow_plain {
-            push(problems, "sync.broker_url", format!("{url:?}"), "an mqtts:// URL, or set sync.allow_plain: true outside production");
+            push(
+                problems,
+                "sync.broker_url",
+                format!("{url:?}"),
+                "an mqtts:// URL, or set sync.allow_plain: true outside production",
+            );
         }
     } else if !url.starts_with("mqtts://") {
-        push(problems, "sync.broker_url", format!("{url:?}"), "mqtts://host:port");
+        push(
+            problems,
+            "sync.broker_url",
+            format!("{url:?}"),
+            "mqtts://host:port",
+        );
     }
     if s.client_cert_file.is_some() != s.client_key_file.is_some() {
-        push(problems, "sync.client_key_file", "(one of certificate and key)", "both sync.client_cert_file and sync.client_key_file, or neither");
+        push(
+            problems,
+            "sync.client_key_file",
+            "(one of certificate and key)",
+            "both sync.client_cert_file and sync.client_key_file, or neither",
+        );
     }
     if s.outbox_max_events < 100 {
-        push(problems, "sync.outbox_max_events", s.outbox_max_events, "at least 100 events");
+        push(
+            problems,
+            "sync.outbox_max_events",
+            s.outbox_max_events,
+            "at least 100 events",
+        );
     }
     if !(5..=3600).contains(&s.keep_alive) {
-        push(problems, "sync.keep_alive", s.keep_alive, "5 to 3600 seconds");
+        push(
+            problems,
+            "sync.keep_alive",
+            s.keep_alive,
+            "5 to 3600 seconds",
+        );
     }
 }
 
 fn check_runtime(config: &Config, problems: &mut Vec<Problem>) {
     let p = &config.performance;
     if p.max_workers > 256 {
-        push(problems, "performance.max_workers", p.max_workers, "0 (one per core) to 256");
+        push(
+            problems,
+            "performance.max_workers",
+            p.max_workers,
+            "0 (one per core) to 256",
+        );
     }
     if !(p.worker_timeout > 0.0 && p.worker_timeout <= 600.0) {
-        push(problems, "performance.worker_timeout", p.worker_timeout, "seconds, above 0 and at most 600");
+        push(
+            problems,
+            "performance.worker_timeout",
+            p.worker_timeout,
+            "seconds, above 0 and at most 600",
+        );
     }
     if !(1..=10_000).contains(&p.queue_size) {
-        push(problems, "performance.queue_size", p.queue_size, "1 to 10000 requests");
+        push(
+            problems,
+            "performance.queue_size",
+            p.queue_size,
+            "1 to 10000 requests",
+        );
     }
     let level = config.logging.level.to_ascii_lowercase();
     if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-        push(problems, "logging.level", format!("{:?}", config.logging.level), "error, warn, info, debug or trace");
+        push(
+            problems,
+            "logging.level",
+            format!("{:?}", config.logging.level),
+            "error, warn, info, debug or trace",
+        );
     }
-    if config.monitoring.metrics_address.parse::<std::net::IpAddr>().is_err() {
-        push(problems, "monitoring.metrics_address", format!("{:?}", config.monitoring.metrics_address), "an IP address such as 127.0.0.1");
+    if config
+        .monitoring
+        .metrics_address
+        .parse::<std::net::IpAddr>()
+        .is_err()
+    {
+        push(
+            problems,
+            "monitoring.metrics_address",
+            format!("{:?}", config.monitoring.metrics_address),
+            "an IP address such as 127.0.0.1",
+        );
     }
     if !(1..=3600).contains(&config.monitoring.health_check_interval) {
-        push(problems, "monitoring.health_check_interval", config.monitoring.health_check_interval, "1 to 3600 seconds");
+        push(
+            problems,
+            "monitoring.health_check_interval",
+            config.monitoring.health_check_interval,
+            "1 to 3600 seconds",
+        );
     }
     if !(1024..=256 * 1024 * 1024).contains(&config.api.max_body_bytes) {
-        push(problems, "api.max_body_bytes", config.api.max_body_bytes, "1024 bytes to 256 MiB");
+        push(
+            problems,
+            "api.max_body_bytes",
+            config.api.max_body_bytes,
+            "1024 bytes to 256 MiB",
+        );
     }
     if config.api.socket.as_os_str().is_empty() {
-        push(problems, "api.socket", "(empty)", "a path for the operator socket");
+        push(
+            problems,
+            "api.socket",
+            "(empty)",
+            "a path for the operator socket",
+        );
     }
 }
 
 fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
     let d = &config.devices;
     if !(d.capture_timeout > 0.0 && d.capture_timeout <= 600.0) {
-        push(problems, "devices.capture_timeout", d.capture_timeout, "seconds, above 0 and at most 600");
+        push(
+            problems,
+            "devices.capture_timeout",
+            d.capture_timeout,
+            "seconds, above 0 and at most 600",
+        );
     }
     let mut seen = HashSet::new();
     for (i, dev) in d.simulated.iter().enumerate() {
         let at = format!("devices.simulated[{i}].id");
-        if dev.id.is_empty() || !dev.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            push(problems, &at, format!("{:?}", dev.id), "letters, digits, '-' or '_'");
+        if dev.id.is_empty()
+            || !dev
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            push(
+                problems,
+                &at,
+                format!("{:?}", dev.id),
+                "letters, digits, '-' or '_'",
+            );
         } else if !seen.insert(dev.id.as_str()) {
-            push(problems, &at, format!("{:?}", dev.id), "an id not used by another device");
+            push(
+                problems,
+                &at,
+                format!("{:?}", dev.id),
+                "an id not used by another device",
+            );
         }
         if !(100..=2000).contains(&dev.dpi) {
-            push(problems, &format!("devices.simulated[{i}].dpi"), dev.dpi, "100 to 2000 dpi");
+            push(
+                problems,
+                &format!("devices.simulated[{i}].dpi"),
+                dev.dpi,
+                "100 to 2000 dpi",
+            );
         }
     }
 }
@@ -193,11 +368,18 @@ mod tests {
     #[test]
     fn production_refuses_plaintext_templates_and_development_allows_them() {
         let mut config = Config::default();
-        config.biometric_engines.fingerprint.common.template_encryption = false;
+        config
+            .biometric_engines
+            .fingerprint
+            .common
+            .template_encryption = false;
         config.profile = Some(Profile::Production);
         let problems = problems_of(&config);
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].path, "biometric_engines.fingerprint.template_encryption");
+        assert_eq!(
+            problems[0].path,
+            "biometric_engines.fingerprint.template_encryption"
+        );
         config.profile = Some(Profile::Development);
         assert!(problems_of(&config).is_empty());
     }

@@ -34,14 +34,19 @@ pub struct MasterKey {
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MasterKey").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
 impl MasterKey {
     /// Wraps raw key bytes (tests and key generation).
     pub fn from_bytes(bytes: [u8; 32], source: MasterKeySource) -> Self {
-        Self { bytes: Zeroizing::new(bytes), source }
+        Self {
+            bytes: Zeroizing::new(bytes),
+            source,
+        }
     }
 
     /// Where the key came from.
@@ -53,7 +58,8 @@ impl MasterKey {
     pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
         let hk = Hkdf::<Sha256>::new(Some(b"apg-biometric master key v1"), self.bytes.as_ref());
         let mut out = Zeroizing::new([0u8; 32]);
-        hk.expand(purpose.as_bytes(), out.as_mut()).expect("32 bytes is a valid HKDF length");
+        hk.expand(purpose.as_bytes(), out.as_mut())
+            .expect("32 bytes is a valid HKDF length");
         out
     }
 }
@@ -125,25 +131,35 @@ pub fn load_master_key(
     })?;
     let mode = meta.permissions().mode() & 0o7777;
     if strict && mode & 0o077 != 0 {
-        return Err(MasterKeyError::TooOpen { path: file.display().to_string(), mode });
+        return Err(MasterKeyError::TooOpen {
+            path: file.display().to_string(),
+            mode,
+        });
     }
     read_key(MasterKeySource::File(file.to_path_buf()))
 }
 
 /// True when the key file may be read by group or others (a warning outside production).
 pub fn key_file_is_open(file: &Path) -> bool {
-    std::fs::metadata(file).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false)
+    std::fs::metadata(file)
+        .map(|m| m.permissions().mode() & 0o077 != 0)
+        .unwrap_or(false)
 }
 
 fn read_key(source: MasterKeySource) -> Result<MasterKey, MasterKeyError> {
     let path = match &source {
         MasterKeySource::Credential(p) | MasterKeySource::File(p) => p.clone(),
     };
-    let raw = Zeroizing::new(std::fs::read(&path).map_err(|error| MasterKeyError::Unreadable {
+    let raw = Zeroizing::new(
+        std::fs::read(&path).map_err(|error| MasterKeyError::Unreadable {
+            source_desc: source.to_string(),
+            error,
+        })?,
+    );
+    let bad = || MasterKeyError::BadFormat {
         source_desc: source.to_string(),
-        error,
-    })?);
-    let bad = || MasterKeyError::BadFormat { source_desc: source.to_string(), len: raw.len() };
+        len: raw.len(),
+    };
     let mut key = [0u8; 32];
     if raw.len() == 32 {
         key.copy_from_slice(&raw);
@@ -164,7 +180,11 @@ pub fn create_key_file(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let key = Zeroizing::new(hex::encode(super::random_bytes::<32>()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(key.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()
@@ -191,8 +211,13 @@ mod tests {
     fn a_credential_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("master.key"), [7u8; 32]).unwrap();
-        let key = load_master_key(Path::new("/nonexistent"), "master.key", Some(dir.path()), true)
-            .unwrap();
+        let key = load_master_key(
+            Path::new("/nonexistent"),
+            "master.key",
+            Some(dir.path()),
+            true,
+        )
+        .unwrap();
         assert!(matches!(key.source(), MasterKeySource::Credential(_)));
     }
 
@@ -202,8 +227,13 @@ mod tests {
         let path = dir.path().join("k");
         std::fs::write(&path, "deadbeef").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let err = load_master_key(&path, "x", None, true).unwrap_err().to_string();
-        assert!(err.contains("8 bytes") && !err.contains("deadbeef"), "{err}");
+        let err = load_master_key(&path, "x", None, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("8 bytes") && !err.contains("deadbeef"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ mod master;
 mod seal;
 
 pub use master::{create_key_file, key_file_is_open, load_master_key, MasterKey, MasterKeySource};
-pub use seal::{open_template, seal_template, unwrap_data_key, wrap_data_key, DataKey, Sealed, TemplateAad};
+pub use seal::{
+    open_template, seal_template, unwrap_data_key, wrap_data_key, DataKey, Sealed, TemplateAad,
+};
 
 use sha2::{Digest, Sha256};
 

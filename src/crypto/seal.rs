@@ -18,14 +18,19 @@ pub struct DataKey {
 
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataKey").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("DataKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
 impl DataKey {
     /// A fresh random data key.
     pub fn generate(version: u32) -> Self {
-        Self { version, key: Zeroizing::new(random_bytes::<32>()) }
+        Self {
+            version,
+            key: Zeroizing::new(random_bytes::<32>()),
+        }
     }
 
     fn cipher(&self) -> Aes256Gcm {
@@ -87,8 +92,9 @@ pub fn open_template(
     aad: &TemplateAad<'_>,
     sealed: &Sealed,
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    open(&key.cipher(), &aad.encode(), sealed)
-        .map_err(|_| CryptoError::Authentication { what: format!("template {}", aad.template_id) })
+    open(&key.cipher(), &aad.encode(), sealed).map_err(|_| CryptoError::Authentication {
+        what: format!("template {}", aad.template_id),
+    })
 }
 
 fn wrap_aad(version: u32) -> Vec<u8> {
@@ -113,24 +119,42 @@ pub fn unwrap_data_key(
     let what = || format!("data key version {version}");
     let plain = open(&cipher, &wrap_aad(version), sealed)
         .map_err(|_| CryptoError::Authentication { what: what() })?;
-    let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| CryptoError::Malformed {
-        what: what(),
-        detail: format!("{} bytes instead of 32", plain.len()),
-    })?;
-    Ok(DataKey { version, key: Zeroizing::new(bytes) })
+    let bytes: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| CryptoError::Malformed {
+            what: what(),
+            detail: format!("{} bytes instead of 32", plain.len()),
+        })?;
+    Ok(DataKey {
+        version,
+        key: Zeroizing::new(bytes),
+    })
 }
 
 fn seal(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Sealed {
     let nonce = random_bytes::<12>();
     let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encryption of an in-memory buffer cannot fail");
     Sealed { nonce, ciphertext }
 }
 
 fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, ()> {
     cipher
-        .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
+        .decrypt(
+            Nonce::from_slice(&sealed.nonce),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| ())
 }
@@ -152,13 +176,28 @@ mod tests {
     fn a_template_opens_only_with_its_own_binding() {
         let key = DataKey::generate(1);
         let sealed = seal_template(&key, &aad(1, 2), b"minutiae");
-        assert_eq!(open_template(&key, &aad(1, 2), &sealed).unwrap().as_slice(), b"minutiae");
-        assert!(open_template(&key, &aad(9, 2), &sealed).is_err(), "another row");
-        assert!(open_template(&key, &aad(1, 9), &sealed).is_err(), "another subject");
+        assert_eq!(
+            open_template(&key, &aad(1, 2), &sealed).unwrap().as_slice(),
+            b"minutiae"
+        );
+        assert!(
+            open_template(&key, &aad(9, 2), &sealed).is_err(),
+            "another row"
+        );
+        assert!(
+            open_template(&key, &aad(1, 9), &sealed).is_err(),
+            "another subject"
+        );
         let mut other_version = aad(1, 2);
         other_version.key_version = 2;
-        assert!(open_template(&key, &other_version, &sealed).is_err(), "another key version");
-        assert!(open_template(&DataKey::generate(1), &aad(1, 2), &sealed).is_err(), "another key");
+        assert!(
+            open_template(&key, &other_version, &sealed).is_err(),
+            "another key version"
+        );
+        assert!(
+            open_template(&DataKey::generate(1), &aad(1, 2), &sealed).is_err(),
+            "another key"
+        );
     }
 
     #[test]
@@ -176,7 +215,11 @@ mod tests {
         let mut sealed = seal_template(&key, &aad(1, 2), b"minutiae");
         sealed.ciphertext[0] ^= 1;
         let err = open_template(&key, &aad(1, 2), &sealed).unwrap_err();
-        assert!(err.to_string().contains("00000000-0000-0000-0000-000000000001"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("00000000-0000-0000-0000-000000000001"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@ use apg_fingerprint as fp;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{Engine, EngineError, Gallery, LivenessCheck, Processed, Purpose, Quality, QualityMeasure, SamplePolicy};
+use super::{
+    Engine, EngineError, Gallery, LivenessCheck, Processed, Purpose, Quality, QualityMeasure,
+    SamplePolicy,
+};
 use crate::modality::Modality;
 
 /// Written into each template row so a future format change can be detected.
@@ -67,9 +70,17 @@ impl Engine for FingerprintEngine {
 
     fn process(&self, sample: &Sample, policy: &SamplePolicy) -> Result<Processed, EngineError> {
         let Sample::Fingerprint(image) = sample else {
-            return Err(EngineError::WrongSample { modality: Modality::Fingerprint, got: sample.kind().label() });
+            return Err(EngineError::WrongSample {
+                modality: Modality::Fingerprint,
+                got: sample.kind().label(),
+            });
         };
-        let gray = fp::GrayImage { width: image.width, height: image.height, dpi: image.dpi, pixels: image.pixels.clone() };
+        let gray = fp::GrayImage {
+            width: image.width,
+            height: image.height,
+            dpi: image.dpi,
+            pixels: image.pixels.clone(),
+        };
 
         let mut liveness = Vec::new();
         if policy.liveness_detection {
@@ -85,7 +96,11 @@ impl Engine for FingerprintEngine {
         }
 
         let extraction =
-            self.extractor.extract(&gray).map_err(|error| EngineError::InvalidSample { detail: error.to_string() })?;
+            self.extractor
+                .extract(&gray)
+                .map_err(|error| EngineError::InvalidSample {
+                    detail: error.to_string(),
+                })?;
         let native = f64::from(extraction.quality.score);
         let score = f64::from(extraction.quality.normalised());
         let minutiae = extraction.template.minutiae_count();
@@ -93,36 +108,58 @@ impl Engine for FingerprintEngine {
             score,
             native,
             measures: vec![
-                QualityMeasure { name: "nfiq_like".to_owned(), value: native },
-                QualityMeasure { name: "minutiae_count".to_owned(), value: minutiae as f64 },
+                QualityMeasure {
+                    name: "nfiq_like".to_owned(),
+                    value: native,
+                },
+                QualityMeasure {
+                    name: "minutiae_count".to_owned(),
+                    value: minutiae as f64,
+                },
             ],
         };
         if score < policy.quality_threshold {
             return Err(EngineError::LowQuality {
                 score,
                 threshold: policy.quality_threshold,
-                hint: "press the finger flat and centred, clean and dry the sensor, and try again".to_owned(),
+                hint: "press the finger flat and centred, clean and dry the sensor, and try again"
+                    .to_owned(),
             });
         }
         if policy.purpose == Purpose::Enroll && minutiae < MIN_ENROLL_MINUTIAE {
             return Err(EngineError::LowQuality {
                 score,
                 threshold: policy.quality_threshold,
-                hint: format!("only {minutiae} minutiae found; press more of the finger onto the sensor"),
+                hint: format!(
+                    "only {minutiae} minutiae found; press more of the finger onto the sensor"
+                ),
             });
         }
 
         // Replay is checked after quality so a rejected smudge does not poison the memory.
         if policy.anti_spoofing {
-            let mut replay = self.replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            replay.check(&gray).map_err(|rejected| EngineError::NotLive {
-                check: "replay".to_owned(),
-                detail: format!("{rejected}; a real finger never gives the same image twice"),
-            })?;
-            liveness.push(LivenessCheck { name: "replay".to_owned(), passed: true, score: None });
+            let mut replay = self
+                .replay
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            replay
+                .check(&gray)
+                .map_err(|rejected| EngineError::NotLive {
+                    check: "replay".to_owned(),
+                    detail: format!("{rejected}; a real finger never gives the same image twice"),
+                })?;
+            liveness.push(LivenessCheck {
+                name: "replay".to_owned(),
+                passed: true,
+                score: None,
+            });
         }
 
-        Ok(Processed { template: Zeroizing::new(extraction.template.to_bytes()), quality, liveness })
+        Ok(Processed {
+            template: Zeroizing::new(extraction.template.to_bytes()),
+            quality,
+            liveness,
+        })
     }
 
     fn default_threshold(&self) -> f64 {
@@ -139,8 +176,10 @@ impl Engine for FingerprintEngine {
 }
 
 fn parse(bytes: &[u8]) -> Result<fp::Template, EngineError> {
-    fp::Template::from_bytes(bytes)
-        .map_err(|error| EngineError::InvalidTemplate { modality: Modality::Fingerprint, detail: error.to_string() })
+    fp::Template::from_bytes(bytes).map_err(|error| EngineError::InvalidTemplate {
+        modality: Modality::Fingerprint,
+        detail: error.to_string(),
+    })
 }
 
 /// Decrypted fingerprint templates: per subject for 1:1, and the engine's parallel gallery
@@ -154,12 +193,22 @@ struct FingerprintGallery {
 
 impl FingerprintGallery {
     fn new(matcher: fp::Matcher) -> Self {
-        Self { search: fp::Gallery::new(), matcher, by_subject: HashMap::new(), subject_of: HashMap::new() }
+        Self {
+            search: fp::Gallery::new(),
+            matcher,
+            by_subject: HashMap::new(),
+            subject_of: HashMap::new(),
+        }
     }
 }
 
 impl Gallery for FingerprintGallery {
-    fn insert(&mut self, template_id: Uuid, subject_id: Uuid, template: &[u8]) -> Result<(), EngineError> {
+    fn insert(
+        &mut self,
+        template_id: Uuid,
+        subject_id: Uuid,
+        template: &[u8],
+    ) -> Result<(), EngineError> {
         let template = parse(template)?;
         if let Some(previous) = self.subject_of.insert(template_id, subject_id) {
             // Re-inserting a template (after rotation or import) replaces the old copy.
@@ -169,12 +218,17 @@ impl Gallery for FingerprintGallery {
             self.search.remove(&template_id);
         }
         self.search.insert(template_id, template.clone());
-        self.by_subject.entry(subject_id).or_default().push((template_id, template));
+        self.by_subject
+            .entry(subject_id)
+            .or_default()
+            .push((template_id, template));
         Ok(())
     }
 
     fn remove_subject(&mut self, subject_id: Uuid) -> usize {
-        let Some(list) = self.by_subject.remove(&subject_id) else { return 0 };
+        let Some(list) = self.by_subject.remove(&subject_id) else {
+            return 0;
+        };
         for (template_id, _) in &list {
             self.search.remove(template_id);
             self.subject_of.remove(template_id);
@@ -188,11 +242,15 @@ impl Gallery for FingerprintGallery {
 
     fn verify(&self, subject_id: Uuid, probe: &[u8]) -> Result<Option<f64>, EngineError> {
         let probe = parse(probe)?;
-        let Some(list) = self.by_subject.get(&subject_id) else { return Ok(None) };
+        let Some(list) = self.by_subject.get(&subject_id) else {
+            return Ok(None);
+        };
         Ok(list
             .iter()
             .map(|(_, reference)| f64::from(self.matcher.compare(&probe, reference)))
-            .fold(None, |best: Option<f64>, score| Some(best.map_or(score, |b| b.max(score)))))
+            .fold(None, |best: Option<f64>, score| {
+                Some(best.map_or(score, |b| b.max(score)))
+            }))
     }
 
     fn identify(&self, probe: &[u8], max: usize) -> Result<Vec<(Uuid, f64)>, EngineError> {
@@ -201,7 +259,9 @@ impl Gallery for FingerprintGallery {
         let hits = self.search.search(&probe, max.saturating_mul(4).max(max));
         let mut best: Vec<(Uuid, f64)> = Vec::with_capacity(max);
         for (template_id, score) in hits {
-            let Some(subject) = self.subject_of.get(&template_id) else { continue };
+            let Some(subject) = self.subject_of.get(&template_id) else {
+                continue;
+            };
             if best.iter().any(|(seen, _)| seen == subject) {
                 continue;
             }

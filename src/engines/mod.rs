@@ -5,7 +5,6 @@
 //! threshold onto the engine's own scale, and keep per-modality galleries behind one trait, so
 //! the decision code in [`crate::decision`] is the same for every modality.
 
-
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,9 +15,8 @@ use zeroize::Zeroizing;
 
 use crate::modality::Modality;
 
-pub mod fingerprint;
 pub mod face;
-
+pub mod fingerprint;
 
 /// Modalities this build has an engine for.
 pub fn available(modality: Modality) -> bool {
@@ -27,7 +25,12 @@ pub fn available(modality: Modality) -> bool {
 
 /// Names of the available modalities, for error messages.
 pub fn available_list() -> String {
-    Modality::ALL.iter().filter(|m| available(**m)).map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+    Modality::ALL
+        .iter()
+        .filter(|m| available(**m))
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Loads the engine of a modality.
@@ -216,7 +219,12 @@ pub trait Engine: Send + Sync {
 /// Decrypted templates of one modality, held in memory for fast 1:1 and 1:N comparison.
 pub trait Gallery: Send + Sync {
     /// Adds a template.
-    fn insert(&mut self, template_id: Uuid, subject_id: Uuid, template: &[u8]) -> Result<(), EngineError>;
+    fn insert(
+        &mut self,
+        template_id: Uuid,
+        subject_id: Uuid,
+        template: &[u8],
+    ) -> Result<(), EngineError>;
 
     /// Removes every template of a subject; returns how many.
     fn remove_subject(&mut self, subject_id: Uuid) -> usize;

@@ -46,7 +46,16 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 pub fn insert(tx: &Transaction<'_>, k: &ApiKeyRecord) -> StoreResult<()> {
     tx.execute(
         &format!("INSERT INTO api_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-        params![k.id, k.name, k.role, k.key_hash, k.created_at, k.expires_at, k.revoked_at, k.last_used_at],
+        params![
+            k.id,
+            k.name,
+            k.role,
+            k.key_hash,
+            k.created_at,
+            k.expires_at,
+            k.revoked_at,
+            k.last_used_at
+        ],
     )
     .map(drop)
     .map_err(sql)
@@ -54,14 +63,20 @@ pub fn insert(tx: &Transaction<'_>, k: &ApiKeyRecord) -> StoreResult<()> {
 
 /// Finds the record whose hash matches.
 pub fn by_hash(conn: &Connection, hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-    conn.query_row(&format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"), [hash], from_row)
-        .optional()
-        .map_err(sql)
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"),
+        [hash],
+        from_row,
+    )
+    .optional()
+    .map_err(sql)
 }
 
 /// Every key record, oldest first.
 pub fn list(conn: &Connection) -> StoreResult<Vec<ApiKeyRecord>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY id")).map_err(sql)?;
+    let mut stmt = conn
+        .prepare(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY id"))
+        .map_err(sql)?;
     let rows = stmt.query_map([], from_row).map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
 }
@@ -78,11 +93,17 @@ pub fn revoke(tx: &Transaction<'_>, id_or_name: &str, now: &str) -> StoreResult<
 
 /// Records a use (at most the last one is kept).
 pub fn touch(conn: &Connection, id: &str, now: &str) -> StoreResult<()> {
-    conn.execute("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1", params![id, now])
-        .map(drop)
-        .map_err(sql)
+    conn.execute(
+        "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )
+    .map(drop)
+    .map_err(sql)
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "api_keys", source }
+    StoreError::Query {
+        table: "api_keys",
+        source,
+    }
 }

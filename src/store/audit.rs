@@ -55,7 +55,16 @@ fn mac_of(key: &[u8; 32], prev_mac: &str, seq: i64, e: &AuditEntry, detail: &str
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     let subject = e.subject_id.map(|s| s.to_string()).unwrap_or_default();
     // Length-prefix every field so that no two different entries encode alike.
-    for field in [prev_mac, &seq.to_string(), &e.id.to_string(), &e.created_at, &e.actor, &e.action, &subject, detail] {
+    for field in [
+        prev_mac,
+        &seq.to_string(),
+        &e.id.to_string(),
+        &e.created_at,
+        &e.actor,
+        &e.action,
+        &subject,
+        detail,
+    ] {
         mac.update(&(field.len() as u64).to_be_bytes());
         mac.update(field.as_bytes());
     }
@@ -76,9 +85,11 @@ pub struct Appended {
 /// Appends an entry to the chain inside the caller's transaction.
 pub fn append(tx: &Transaction<'_>, key: &[u8; 32], entry: &AuditEntry) -> StoreResult<Appended> {
     let last: Option<(i64, String)> = tx
-        .query_row("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()
         .map_err(sql)?;
     let (seq, prev_mac) = match last {
@@ -112,7 +123,10 @@ pub fn verify(conn: &Connection, key: &[u8; 32]) -> StoreResult<ChainReport> {
         .prepare("SELECT seq, id, created_at, actor, action, subject_id, detail, prev_mac, mac FROM audit_log ORDER BY seq")
         .map_err(sql)?;
     let mut rows = stmt.query([]).map_err(sql)?;
-    let mut report = ChainReport { entries: 0, broken: Vec::new() };
+    let mut report = ChainReport {
+        entries: 0,
+        broken: Vec::new(),
+    };
     let mut expected_prev = GENESIS_MAC.to_string();
     let mut expected_seq = 1;
     while let Some(row) = rows.next().map_err(sql)? {
@@ -136,7 +150,15 @@ pub fn verify(conn: &Connection, key: &[u8; 32]) -> StoreResult<ChainReport> {
         let mac: String = row.get(8).map_err(sql)?;
         let ok = seq == expected_seq
             && prev_mac == expected_prev
-            && parsed.is_some_and(|e| mac_of(key, &prev_mac, seq, &e, detail_text.as_deref().unwrap_or_default()) == mac);
+            && parsed.is_some_and(|e| {
+                mac_of(
+                    key,
+                    &prev_mac,
+                    seq,
+                    &e,
+                    detail_text.as_deref().unwrap_or_default(),
+                ) == mac
+            });
         if !ok {
             report.broken.push(seq);
         }
@@ -170,7 +192,10 @@ pub fn recent(conn: &Connection, limit: u32) -> StoreResult<Vec<AuditEntry>> {
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "audit_log", source }
+    StoreError::Query {
+        table: "audit_log",
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -196,14 +221,25 @@ mod tests {
             store.write(|tx| append(tx, &[1; 32], &entry(a))).unwrap();
         }
         let report = store.read(|c| verify(c, &[1; 32])).unwrap();
-        assert_eq!(report, ChainReport { entries: 3, broken: vec![] });
+        assert_eq!(
+            report,
+            ChainReport {
+                entries: 3,
+                broken: vec![]
+            }
+        );
     }
 
     #[test]
     fn scores_that_do_not_round_trip_through_json_keep_the_chain_intact() {
         let (_dir, store) = temp_store();
         // Scores are f32 widened to f64: such values need not re-serialise to the same text.
-        for score in [0.014080199413001537_f64, 0.21958205103874207, f64::from(0.1_f32), 1e-7] {
+        for score in [
+            0.014080199413001537_f64,
+            0.21958205103874207,
+            f64::from(0.1_f32),
+            1e-7,
+        ] {
             let mut e = entry("verify");
             e.detail = serde_json::json!({ "score": score });
             store.write(|tx| append(tx, &[1; 32], &e)).unwrap();
@@ -215,7 +251,9 @@ mod tests {
     #[test]
     fn updates_and_deletes_are_refused_by_the_database() {
         let (_dir, store) = temp_store();
-        store.write(|tx| append(tx, &[1; 32], &entry("one"))).unwrap();
+        store
+            .write(|tx| append(tx, &[1; 32], &entry("one")))
+            .unwrap();
         let update = store.read(|c| c.execute("UPDATE audit_log SET action = 'x'", []));
         assert!(update.unwrap_err().to_string().contains("append-only"));
         let delete = store.read(|c| c.execute("DELETE FROM audit_log", []));
@@ -246,7 +284,11 @@ mod tests {
             store.write(|tx| append(tx, &[1; 32], &entry(a))).unwrap();
         }
         store
-            .read(|c| c.execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 2;"))
+            .read(|c| {
+                c.execute_batch(
+                    "DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 2;",
+                )
+            })
             .unwrap();
         let report = store.read(|c| verify(c, &[1; 32])).unwrap();
         assert_eq!(report.broken, vec![3]);
@@ -255,7 +297,9 @@ mod tests {
     #[test]
     fn another_key_cannot_vouch_for_the_chain() {
         let (_dir, store) = temp_store();
-        store.write(|tx| append(tx, &[1; 32], &entry("one"))).unwrap();
+        store
+            .write(|tx| append(tx, &[1; 32], &entry("one")))
+            .unwrap();
         assert!(!store.read(|c| verify(c, &[2; 32])).unwrap().intact());
     }
 }

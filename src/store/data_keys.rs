@@ -32,7 +32,9 @@ impl std::fmt::Debug for DataKeyRow {
 /// Every key version, oldest first.
 pub fn list(conn: &Connection) -> StoreResult<Vec<DataKeyRow>> {
     let mut stmt = conn
-        .prepare("SELECT version, nonce, wrapped, state, created_at FROM data_keys ORDER BY version")
+        .prepare(
+            "SELECT version, nonce, wrapped, state, created_at FROM data_keys ORDER BY version",
+        )
         .map_err(sql)?;
     let rows = stmt
         .query_map([], |r| {
@@ -50,7 +52,11 @@ pub fn list(conn: &Connection) -> StoreResult<Vec<DataKeyRow>> {
 
 /// Adds a new active key and marks the previous active one as retiring.
 pub fn add_active(tx: &Transaction<'_>, row: &DataKeyRow) -> StoreResult<()> {
-    tx.execute("UPDATE data_keys SET state = 'retiring' WHERE state = 'active'", []).map_err(sql)?;
+    tx.execute(
+        "UPDATE data_keys SET state = 'retiring' WHERE state = 'active'",
+        [],
+    )
+    .map_err(sql)?;
     tx.execute(
         "INSERT INTO data_keys (version, nonce, wrapped, state, created_at) VALUES (?1, ?2, ?3, 'active', ?4)",
         params![row.version, row.nonce, row.wrapped, row.created_at],
@@ -69,5 +75,8 @@ pub fn retire_retiring(tx: &Transaction<'_>, now: &str) -> StoreResult<usize> {
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "data_keys", source }
+    StoreError::Query {
+        table: "data_keys",
+        source,
+    }
 }

@@ -60,7 +60,11 @@ pub fn insert(tx: &Transaction<'_>, r: &HistoryRecord) -> StoreResult<()> {
 }
 
 /// Most recent decisions, optionally for one subject, newest first.
-pub fn recent(conn: &Connection, subject: Option<Uuid>, limit: u32) -> StoreResult<Vec<HistoryRecord>> {
+pub fn recent(
+    conn: &Connection,
+    subject: Option<Uuid>,
+    limit: u32,
+) -> StoreResult<Vec<HistoryRecord>> {
     let mut stmt = conn
         .prepare(
             "SELECT id, created_at, operation, subject_id, modality, decision, score, threshold, device_id, request_id, duration_ms, reason
@@ -98,10 +102,17 @@ pub fn summary(conn: &Connection, since: &str) -> StoreResult<Vec<(String, Strin
              WHERE created_at >= ?1 GROUP BY modality, operation, decision ORDER BY 1, 2, 3",
         )
         .map_err(sql)?;
-    let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(sql)?;
+    let rows = stmt
+        .query_map([since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "verification_history", source }
+    StoreError::Query {
+        table: "verification_history",
+        source,
+    }
 }

@@ -21,7 +21,12 @@ pub fn get(conn: &Connection, subject: Uuid) -> StoreResult<LockState> {
         .query_row(
             "SELECT failed_attempts, locked_until FROM lockouts WHERE subject_id = ?1",
             [subject.to_string()],
-            |r| Ok(LockState { failed_attempts: r.get(0)?, locked_until: r.get(1)? }),
+            |r| {
+                Ok(LockState {
+                    failed_attempts: r.get(0)?,
+                    locked_until: r.get(1)?,
+                })
+            },
         )
         .optional()
         .map_err(sql)?
@@ -41,11 +46,17 @@ pub fn set(tx: &Transaction<'_>, subject: Uuid, state: &LockState, now: &str) ->
 
 /// Clears the counter and any lock.
 pub fn clear(tx: &Transaction<'_>, subject: Uuid) -> StoreResult<()> {
-    tx.execute("DELETE FROM lockouts WHERE subject_id = ?1", [subject.to_string()])
-        .map(drop)
-        .map_err(sql)
+    tx.execute(
+        "DELETE FROM lockouts WHERE subject_id = ?1",
+        [subject.to_string()],
+    )
+    .map(drop)
+    .map_err(sql)
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "lockouts", source }
+    StoreError::Query {
+        table: "lockouts",
+        source,
+    }
 }

@@ -92,7 +92,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,17 +102,25 @@ impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Directory { path: dir.to_path_buf(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+        let sql = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open_with_flags(path, flags).map_err(sql)?;
         restrict_permissions(path);
         configure(&conn).map_err(sql)?;
-        let store = Self { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        let store = Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -122,13 +132,18 @@ impl Store {
 
     /// Maps a SQLite error to a [`StoreError`] naming this database.
     pub fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { path: self.path.clone(), source }
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back on
         // drop), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` in one immediate transaction; commits when it returns `Ok`.
@@ -152,20 +167,27 @@ impl Store {
 
     /// Schema version in the file.
     pub fn schema_version(&self) -> StoreResult<i64> {
-        self.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))
+        self.lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     fn migrate(&self) -> StoreResult<()> {
         let supported = MIGRATIONS.len() as i64;
         let found = self.schema_version()?;
         if found > supported {
-            return Err(StoreError::TooNew { path: self.path.clone(), found, supported });
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                supported,
+            });
         }
         for (index, script) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let version = index as i64 + 1;
             self.write(|tx| {
                 tx.execute_batch(script).map_err(|e| self.err(e))?;
-                tx.pragma_update(None, "user_version", version).map_err(|e| self.err(e))
+                tx.pragma_update(None, "user_version", version)
+                    .map_err(|e| self.err(e))
             })?;
             tracing::info!(path = %self.path.display(), version, "Applied database migration.");
         }
@@ -181,7 +203,10 @@ impl Store {
         if ok == "ok" {
             Ok(())
         } else {
-            Err(StoreError::Corrupt { what: format!("database {}", self.path.display()), detail: ok })
+            Err(StoreError::Corrupt {
+                what: format!("database {}", self.path.display()),
+                detail: ok,
+            })
         }
     }
 
@@ -192,15 +217,21 @@ impl Store {
         let mut out = Connection::open(dest).map_err(|e| self.err(e))?;
         restrict_permissions(dest);
         let backup = rusqlite::backup::Backup::new(&conn, &mut out).map_err(|e| self.err(e))?;
-        backup.run_to_completion(256, Duration::from_millis(0), None).map_err(|e| self.err(e))?;
+        backup
+            .run_to_completion(256, Duration::from_millis(0), None)
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Replaces the live database content with `src` (already validated by the caller).
     pub fn restore_from(&self, src: &Path) -> StoreResult<()> {
         let mut conn = self.lock();
-        conn.restore(rusqlite::MAIN_DB, src, None::<fn(rusqlite::backup::Progress)>)
-            .map_err(|e| self.err(e))?;
+        conn.restore(
+            rusqlite::MAIN_DB,
+            src,
+            None::<fn(rusqlite::backup::Progress)>,
+        )
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -241,7 +272,9 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Parses a time written by [`timestamp`].
 pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&chrono::Utc))
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// A new time-ordered id.
@@ -272,7 +305,9 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
         drop(store);
         let store = Store::open(&dir.path().join("agent.db")).unwrap();
-        let mode: String = store.read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+        let mode: String = store
+            .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
         assert_eq!(mode, "wal");
         store.check().unwrap();
     }
@@ -280,7 +315,9 @@ mod tests {
     #[test]
     fn a_database_from_a_newer_agent_is_refused() {
         let (dir, store) = temp_store();
-        store.read(|c| c.pragma_update(None, "user_version", 99)).unwrap();
+        store
+            .read(|c| c.pragma_update(None, "user_version", 99))
+            .unwrap();
         drop(store);
         let err = Store::open(&dir.path().join("agent.db")).unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
@@ -290,7 +327,10 @@ mod tests {
     fn the_database_file_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let (dir, _store) = temp_store();
-        let mode = std::fs::metadata(dir.path().join("agent.db")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("agent.db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0);
     }
 }

@@ -22,7 +22,13 @@ pub struct OutboxRow {
 }
 
 /// Queues an event inside the caller's transaction.
-pub fn push(tx: &Transaction<'_>, id: Uuid, event_type: &str, payload: &str, now: &str) -> StoreResult<()> {
+pub fn push(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    event_type: &str,
+    payload: &str,
+    now: &str,
+) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO outbox (id, event_type, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![id.to_string(), event_type, payload, now],
@@ -34,7 +40,9 @@ pub fn push(tx: &Transaction<'_>, id: Uuid, event_type: &str, payload: &str, now
 /// The oldest `limit` events.
 pub fn peek(conn: &Connection, limit: u32) -> StoreResult<Vec<OutboxRow>> {
     let mut stmt = conn
-        .prepare("SELECT seq, id, event_type, payload, created_at FROM outbox ORDER BY seq LIMIT ?1")
+        .prepare(
+            "SELECT seq, id, event_type, payload, created_at FROM outbox ORDER BY seq LIMIT ?1",
+        )
         .map_err(sql)?;
     let rows = stmt
         .query_map([limit], |r| {
@@ -53,16 +61,22 @@ pub fn peek(conn: &Connection, limit: u32) -> StoreResult<Vec<OutboxRow>> {
 
 /// Removes an acknowledged event.
 pub fn ack(conn: &Connection, id: Uuid) -> StoreResult<bool> {
-    conn.execute("DELETE FROM outbox WHERE id = ?1", [id.to_string()]).map(|n| n > 0).map_err(sql)
+    conn.execute("DELETE FROM outbox WHERE id = ?1", [id.to_string()])
+        .map(|n| n > 0)
+        .map_err(sql)
 }
 
 /// Events waiting.
 pub fn depth(conn: &Connection) -> StoreResult<u64> {
-    conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).map_err(sql)
+    conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .map_err(sql)
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "outbox", source }
+    StoreError::Query {
+        table: "outbox",
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -75,12 +89,17 @@ mod tests {
         let (_dir, store) = temp_store();
         let ids: Vec<Uuid> = (0..3).map(|_| crate::store::new_id()).collect();
         for (i, id) in ids.iter().enumerate() {
-            store.write(|tx| push(tx, *id, "verification", &format!("{{\"n\":{i}}}"), "t")).unwrap();
+            store
+                .write(|tx| push(tx, *id, "verification", &format!("{{\"n\":{i}}}"), "t"))
+                .unwrap();
         }
         let rows = store.read(|c| peek(c, 10)).unwrap();
         assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
         assert!(store.read(|c| ack(c, ids[0])).unwrap());
-        assert!(!store.read(|c| ack(c, ids[0])).unwrap(), "a second ack finds nothing");
+        assert!(
+            !store.read(|c| ack(c, ids[0])).unwrap(),
+            "a second ack finds nothing"
+        );
         assert_eq!(store.read(depth).unwrap(), 2);
     }
 }

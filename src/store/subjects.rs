@@ -53,7 +53,9 @@ pub fn insert(tx: &Transaction<'_>, subject: &Subject) -> StoreResult<()> {
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            Err(StoreError::Conflict { what: format!("subject {}", subject.external_id) })
+            Err(StoreError::Conflict {
+                what: format!("subject {}", subject.external_id),
+            })
         }
         Err(e) => Err(sql(e)),
     }
@@ -84,24 +86,34 @@ pub fn by_id(conn: &Connection, id: Uuid) -> StoreResult<Option<Subject>> {
 /// Lists subjects in enrollment order.
 pub fn list(conn: &Connection, limit: u32, offset: u32) -> StoreResult<Vec<Subject>> {
     let mut stmt = conn
-        .prepare(&format!("SELECT {COLUMNS} FROM subjects ORDER BY id LIMIT ?1 OFFSET ?2"))
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM subjects ORDER BY id LIMIT ?1 OFFSET ?2"
+        ))
         .map_err(sql)?;
-    let rows = stmt.query_map(params![limit, offset], from_row).map_err(sql)?;
+    let rows = stmt
+        .query_map(params![limit, offset], from_row)
+        .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
 }
 
 /// Number of subjects.
 pub fn count(conn: &Connection) -> StoreResult<u64> {
-    conn.query_row("SELECT COUNT(*) FROM subjects", [], |r| r.get(0)).map_err(sql)
+    conn.query_row("SELECT COUNT(*) FROM subjects", [], |r| r.get(0))
+        .map_err(sql)
 }
 
 /// Deletes a subject; its templates and lockout go with it (foreign keys cascade).
 pub fn delete(tx: &Transaction<'_>, id: Uuid) -> StoreResult<bool> {
-    tx.execute("DELETE FROM subjects WHERE id = ?1", [id.to_string()]).map(|n| n > 0).map_err(sql)
+    tx.execute("DELETE FROM subjects WHERE id = ?1", [id.to_string()])
+        .map(|n| n > 0)
+        .map_err(sql)
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "subjects", source }
+    StoreError::Query {
+        table: "subjects",
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,11 @@ pub fn insert(tx: &Transaction<'_>, t: &TemplateRow) -> StoreResult<()> {
     .map_err(sql)
 }
 
-fn query(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> StoreResult<Vec<TemplateRow>> {
+fn query(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> StoreResult<Vec<TemplateRow>> {
     let mut stmt = conn
         .prepare(&format!("SELECT {COLUMNS} FROM templates {filter}"))
         .map_err(sql)?;
@@ -102,7 +106,11 @@ pub fn by_modality(conn: &Connection, modality: &str) -> StoreResult<Vec<Templat
 
 /// Templates of one subject.
 pub fn by_subject(conn: &Connection, subject_id: Uuid) -> StoreResult<Vec<TemplateRow>> {
-    query(conn, "WHERE subject_id = ?1 ORDER BY id", [subject_id.to_string()])
+    query(
+        conn,
+        "WHERE subject_id = ?1 ORDER BY id",
+        [subject_id.to_string()],
+    )
 }
 
 /// Up to `limit` templates sealed under a key version other than `version`, with ids after
@@ -114,13 +122,21 @@ pub fn not_under_version(
     limit: u32,
 ) -> StoreResult<Vec<TemplateRow>> {
     let after = after.map(|a| a.to_string()).unwrap_or_default();
-    query(conn, "WHERE key_version != ?1 AND id > ?2 ORDER BY id LIMIT ?3", params![version, after, limit])
+    query(
+        conn,
+        "WHERE key_version != ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        params![version, after, limit],
+    )
 }
 
 /// Number of templates sealed under a key version other than `version`.
 pub fn count_not_under_version(conn: &Connection, version: u32) -> StoreResult<u64> {
-    conn.query_row("SELECT COUNT(*) FROM templates WHERE key_version != ?1", [version], |r| r.get(0))
-        .map_err(sql)
+    conn.query_row(
+        "SELECT COUNT(*) FROM templates WHERE key_version != ?1",
+        [version],
+        |r| r.get(0),
+    )
+    .map_err(sql)
 }
 
 /// Replaces a template's ciphertext after re-sealing it under another key version.
@@ -138,7 +154,14 @@ pub fn reseal(
     tx.execute(
         "UPDATE templates SET key_version = ?3, nonce = ?4, ciphertext = ?5, updated_at = ?6
          WHERE id = ?1 AND key_version = ?2",
-        params![id.to_string(), old_version, new_version, nonce, ciphertext, now],
+        params![
+            id.to_string(),
+            old_version,
+            new_version,
+            nonce,
+            ciphertext,
+            now
+        ],
     )
     .map(|n| n > 0)
     .map_err(sql)
@@ -149,12 +172,18 @@ pub fn count_by_modality(conn: &Connection) -> StoreResult<Vec<(String, u64)>> {
     let mut stmt = conn
         .prepare("SELECT modality, COUNT(*) FROM templates GROUP BY modality ORDER BY modality")
         .map_err(sql)?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
 }
 
 /// Deletes every template of a subject in one modality (re-enrollment); returns how many.
-pub fn delete_for_subject(tx: &Transaction<'_>, subject_id: Uuid, modality: &str) -> StoreResult<usize> {
+pub fn delete_for_subject(
+    tx: &Transaction<'_>,
+    subject_id: Uuid,
+    modality: &str,
+) -> StoreResult<usize> {
     tx.execute(
         "DELETE FROM templates WHERE subject_id = ?1 AND modality = ?2",
         params![subject_id.to_string(), modality],
@@ -163,5 +192,8 @@ pub fn delete_for_subject(tx: &Transaction<'_>, subject_id: Uuid, modality: &str
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Query { table: "templates", source }
+    StoreError::Query {
+        table: "templates",
+        source,
+    }
 }

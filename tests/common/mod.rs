@@ -29,12 +29,15 @@ pub fn shared_dir() -> PathBuf {
 
 /// An FVC2002 DB1_B impression, e.g. `fvc("101_1")`.
 pub fn fvc(name: &str) -> PathBuf {
-    shared_dir().join("data/fingerprint/fvc2002/DB1_B").join(format!("{name}.tif"))
+    shared_dir()
+        .join("data/fingerprint/fvc2002/DB1_B")
+        .join(format!("{name}.tif"))
 }
 
 /// A sample upload body for the API.
 pub fn upload(path: &Path) -> Value {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     json!({ "data": base64::engine::general_purpose::STANDARD.encode(bytes), "name": path.file_name().unwrap().to_string_lossy() })
 }
 
@@ -88,21 +91,28 @@ impl AgentProcess {
 
     /// Prepares everything but does not start.
     pub fn prepare(options: Options) -> Self {
-        let dir = tempfile::Builder::new().prefix("apg-agent-test").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("apg-agent-test")
+            .tempdir()
+            .expect("tempdir");
         let root = dir.path().to_path_buf();
         let reader_dir = root.join("reader");
         std::fs::create_dir_all(&reader_dir).unwrap();
         for (i, file) in options.reader_files.iter().enumerate() {
             // Prefix keeps the configured order (the reader replays files sorted by name).
             let name = format!("{i:03}-{}", file.file_name().unwrap().to_string_lossy());
-            std::fs::copy(file, reader_dir.join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+            std::fs::copy(file, reader_dir.join(name))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
         }
         let key = root.join("master.key");
         apg_biometric::crypto::create_key_file(&key).expect("master key");
         let socket = root.join("run/agent.sock");
         let db = root.join("agent.db");
         let log = root.join("agent.log");
-        let mut devices = vec![format!("{{id: reader-1, kind: fingerprint_reader, directory: {}, dpi: 500}}", reader_dir.display())];
+        let mut devices = vec![format!(
+            "{{id: reader-1, kind: fingerprint_reader, directory: {}, dpi: 500}}",
+            reader_dir.display()
+        )];
         devices.extend(options.extra_devices.iter().cloned());
         let config = root.join("agent.yaml");
         let yaml = format!(
@@ -118,14 +128,31 @@ impl AgentProcess {
             key = key.display(),
             socket = socket.display(),
             log = log.display(),
-            devices = devices.iter().map(|d| format!("    - {d}\n")).collect::<String>(),
+            devices = devices
+                .iter()
+                .map(|d| format!("    - {d}\n"))
+                .collect::<String>(),
             extra = options.extra_yaml,
         );
         std::fs::write(&config, yaml).unwrap();
         let notify_path = root.join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
-        notify.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        Self { dir, config, socket, db, log, reader_dir, child: None, notify, messages: Vec::new(), options, api: None }
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Self {
+            dir,
+            config,
+            socket,
+            db,
+            log,
+            reader_dir,
+            child: None,
+            notify,
+            messages: Vec::new(),
+            options,
+            api: None,
+        }
     }
 
     /// Starts the binary (again, after a stop or kill).
@@ -135,7 +162,10 @@ impl AgentProcess {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("NOTIFY_SOCKET", self.dir.path().join("notify.sock"))
-            .env("APG_BIOMETRIC_ENV", self.options.profile.as_deref().unwrap_or("testing"))
+            .env(
+                "APG_BIOMETRIC_ENV",
+                self.options.profile.as_deref().unwrap_or("testing"),
+            )
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .stdout(Stdio::null())
@@ -162,7 +192,11 @@ impl AgentProcess {
                     let text = String::from_utf8_lossy(&buf[..n]).to_string();
                     self.messages.extend(text.lines().map(str::to_owned));
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => panic!("notify socket: {e}"),
             }
         }
@@ -176,7 +210,11 @@ impl AgentProcess {
                 return from + i;
             }
             if Instant::now() > deadline {
-                panic!("no {line:?} within {timeout:?}; got {:?}; log:\n{}", self.messages, self.log_text());
+                panic!(
+                    "no {line:?} within {timeout:?}; got {:?}; log:\n{}",
+                    self.messages,
+                    self.log_text()
+                );
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 let stderr = self.stderr();
@@ -205,7 +243,8 @@ impl AgentProcess {
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal the agent");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
+            .expect("signal the agent");
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -227,7 +266,8 @@ impl AgentProcess {
     /// SIGTERM and wait.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
-        self.wait_exit(Duration::from_secs(10)).expect("the agent did not stop within 10 s of SIGTERM")
+        self.wait_exit(Duration::from_secs(10))
+            .expect("the agent did not stop within 10 s of SIGTERM")
     }
 
     /// SIGKILL and reap.
@@ -241,30 +281,62 @@ impl AgentProcess {
 
     /// A request over the operator socket (local admin).
     pub fn socket_request(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        let stream = UnixStream::connect(&self.socket).unwrap_or_else(|e| panic!("connect {}: {e}", self.socket.display()));
-        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        http(stream, method, path, body.map(|b| b.to_string().into_bytes()).as_deref(), &[])
+        let stream = UnixStream::connect(&self.socket)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", self.socket.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        http(
+            stream,
+            method,
+            path,
+            body.map(|b| b.to_string().into_bytes()).as_deref(),
+            &[],
+        )
     }
 
     /// A request over TCP with optional API key.
-    pub fn api_request(&self, method: &str, path: &str, body: Option<&[u8]>, api_key: Option<&str>) -> Reply {
-        let addr = self.api.as_ref().expect("the agent reported no TCP API address");
+    pub fn api_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        api_key: Option<&str>,
+    ) -> Reply {
+        let addr = self
+            .api
+            .as_ref()
+            .expect("the agent reported no TCP API address");
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let headers: Vec<(&str, &str)> = api_key.map(|k| vec![("X-API-Key", k)]).unwrap_or_default();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let headers: Vec<(&str, &str)> =
+            api_key.map(|k| vec![("X-API-Key", k)]).unwrap_or_default();
         http(stream, method, path, body, &headers)
     }
 
     /// Creates an API key with `role` through the socket and returns the secret.
     pub fn create_api_key(&self, name: &str, role: &str) -> String {
-        let reply = self.socket_request("POST", &format!("{PREFIX}/api-keys"), Some(&json!({ "name": name, "role": role })));
+        let reply = self.socket_request(
+            "POST",
+            &format!("{PREFIX}/api-keys"),
+            Some(&json!({ "name": name, "role": role })),
+        );
         assert_eq!(reply.status, 201, "create api key: {}", reply.text);
-        reply.json["key"].as_str().unwrap_or_else(|| panic!("no key in {}", reply.text)).to_owned()
+        reply.json["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no key in {}", reply.text))
+            .to_owned()
     }
 
     /// Creates a subject and enrolls it from the simulated reader.
     pub fn enroll_from_reader(&self, external_id: &str) -> Reply {
-        let reply = self.socket_request("POST", &format!("{PREFIX}/subjects"), Some(&json!({ "external_id": external_id })));
+        let reply = self.socket_request(
+            "POST",
+            &format!("{PREFIX}/subjects"),
+            Some(&json!({ "external_id": external_id })),
+        );
         assert_eq!(reply.status, 201, "create subject: {}", reply.text);
         self.socket_request(
             "POST",
@@ -298,13 +370,23 @@ pub struct Reply {
 }
 
 /// A minimal HTTP/1.1 exchange (`Connection: close`), enough for the agent's API.
-pub fn http<S: Read + Write>(mut stream: S, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Reply {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+pub fn http<S: Read + Write>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(body) = body {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).expect("send request");
@@ -314,11 +396,21 @@ pub fn http<S: Read + Write>(mut stream: S, method: &str, path: &str, body: Opti
     }
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&raw)));
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut payload = raw[split + 4..].to_vec();
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         payload = dechunk(&payload);
     }
     let text = String::from_utf8_lossy(&payload).to_string();
@@ -329,7 +421,8 @@ pub fn http<S: Read + Write>(mut stream: S, method: &str, path: &str, body: Opti
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             break;
         }

@@ -185,7 +185,13 @@ impl Event {
     }
 
     /// An event with a fresh UUIDv7 id and the given fields, at the current version.
-    pub fn new(site: &str, agent: &str, seq: u64, occurred_at: DateTime<Utc>, body: EventBody) -> Self {
+    pub fn new(
+        site: &str,
+        agent: &str,
+        seq: u64,
+        occurred_at: DateTime<Utc>,
+        body: EventBody,
+    ) -> Self {
         Self {
             version: WIRE_VERSION,
             event_id: Uuid::now_v7(),
@@ -234,7 +240,12 @@ impl EventBody {
 
     /// Checks what the schema cannot: that a sealed template or deletion belongs to the
     /// subject, site and agent of the event that carries it.
-    fn check_consistency(&self, event_id: Uuid, site: &str, agent: &str) -> Result<(), DecodeError> {
+    fn check_consistency(
+        &self,
+        event_id: Uuid,
+        site: &str,
+        agent: &str,
+    ) -> Result<(), DecodeError> {
         let mismatch = |what: &str| {
             Err(DecodeError::Inconsistent(format!(
                 "event {event_id}: the sealed {what} does not belong to this event's subject, site and agent"

@@ -42,7 +42,9 @@ pub enum DecodeError {
         source: serde_json::Error,
     },
     /// The payload declares a version this crate does not know.
-    #[error("{message} message has version {found}; this build understands version {WIRE_VERSION} only")]
+    #[error(
+        "{message} message has version {found}; this build understands version {WIRE_VERSION} only"
+    )]
     UnsupportedVersion {
         /// Which message was expected.
         message: &'static str,

@@ -14,7 +14,9 @@ pub fn format(t: &DateTime<Utc>) -> String {
 /// Parses an RFC 3339 time that must end in `Z`.
 pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
     if !text.ends_with('Z') {
-        return Err(format!("time {text:?} is not in UTC (it must end with 'Z')"));
+        return Err(format!(
+            "time {text:?} is not in UTC (it must end with 'Z')"
+        ));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))

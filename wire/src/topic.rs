@@ -301,7 +301,11 @@ mod tests {
 
     #[test]
     fn topics_outside_the_scheme_are_refused() {
-        for bad in ["apg/v2/hq/a/event/audit", "apg/v1/hq/a/other", "apg/v1/hq/templates/x/y"] {
+        for bad in [
+            "apg/v2/hq/a/event/audit",
+            "apg/v1/hq/a/other",
+            "apg/v1/hq/templates/x/y",
+        ] {
             assert!(ParsedTopic::parse(bad).is_err(), "{bad}");
         }
     }

@@ -43,7 +43,11 @@ pub enum CaptureError {
 impl CaptureError {
     /// Builds a [`CaptureError::Fault`].
     pub fn fault(device: impl Into<String>, kind: FaultKind, detail: impl Into<String>) -> Self {
-        Self::Fault { device: device.into(), kind, detail: detail.into() }
+        Self::Fault {
+            device: device.into(),
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// The device id the error is about.
@@ -58,7 +62,13 @@ impl CaptureError {
 
     /// True when the device is gone and must be reopened after it comes back.
     pub fn is_disconnect(&self) -> bool {
-        matches!(self, Self::Fault { kind: FaultKind::Disconnected, .. })
+        matches!(
+            self,
+            Self::Fault {
+                kind: FaultKind::Disconnected,
+                ..
+            }
+        )
     }
 
     /// Short machine-readable label (`retry`, `timeout`, `cancelled`, or the fault kind).
@@ -146,9 +156,17 @@ mod tests {
     #[test]
     fn every_error_message_names_the_device() {
         let errors = [
-            CaptureError::Retry { device: "usb-1-2".into(), reason: RetryReason::CenterFinger },
-            CaptureError::Timeout { device: "usb-1-2".into(), waited: Duration::from_secs(5) },
-            CaptureError::Cancelled { device: "usb-1-2".into() },
+            CaptureError::Retry {
+                device: "usb-1-2".into(),
+                reason: RetryReason::CenterFinger,
+            },
+            CaptureError::Timeout {
+                device: "usb-1-2".into(),
+                waited: Duration::from_secs(5),
+            },
+            CaptureError::Cancelled {
+                device: "usb-1-2".into(),
+            },
             CaptureError::fault("usb-1-2", FaultKind::Disconnected, "unplugged"),
         ];
         for e in errors {

@@ -68,7 +68,12 @@ pub enum Transport {
 impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Usb { bus, port_path, vendor_id, product_id } => {
+            Self::Usb {
+                bus,
+                port_path,
+                vendor_id,
+                product_id,
+            } => {
                 write!(f, "usb {bus}-{port_path} {vendor_id:04x}:{product_id:04x}")
             }
             Self::Serial { path, baud } => write!(f, "serial {path} @{baud}"),

@@ -10,7 +10,10 @@ use apg_device::{
 
 /// File extensions each device kind replays.
 pub const SUPPORTED_EXTENSIONS: &[(DeviceKind, &[&str])] = &[
-    (DeviceKind::FingerprintReader, &["tif", "tiff", "png", "bmp", "pgm", "jpg", "jpeg"]),
+    (
+        DeviceKind::FingerprintReader,
+        &["tif", "tiff", "png", "bmp", "pgm", "jpg", "jpeg"],
+    ),
     (DeviceKind::Camera, &["jpg", "jpeg", "png", "bmp"]),
     (DeviceKind::Microphone, &["wav", "flac"]),
     (DeviceKind::Imu, &["csv"]),
@@ -40,8 +43,16 @@ pub enum DecodeError {
 }
 
 /// Decodes one file into a sample of the given device kind.
-pub fn decode_file(kind: DeviceKind, path: &Path, dpi: u16, imu_rate: f32) -> Result<Sample, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|source| DecodeError::Read { path: path.to_path_buf(), source })?;
+pub fn decode_file(
+    kind: DeviceKind,
+    path: &Path,
+    dpi: u16,
+    imu_rate: f32,
+) -> Result<Sample, DecodeError> {
+    let bytes = std::fs::read(path).map_err(|source| DecodeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     decode_bytes(kind, &bytes, path, dpi, imu_rate)
 }
 
@@ -63,28 +74,46 @@ pub fn decode_bytes(
 }
 
 fn invalid(path: &Path, what: &'static str, detail: impl ToString) -> DecodeError {
-    DecodeError::Invalid { path: path.to_path_buf(), what, detail: detail.to_string() }
+    DecodeError::Invalid {
+        path: path.to_path_buf(),
+        what,
+        detail: detail.to_string(),
+    }
 }
 
 fn fingerprint(bytes: &[u8], path: &Path, dpi: u16) -> Result<FingerprintImage, DecodeError> {
-    let img = image::load_from_memory(bytes).map_err(|e| invalid(path, "image", e))?.into_luma8();
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| invalid(path, "image", e))?
+        .into_luma8();
     let (w, h) = img.dimensions();
-    FingerprintImage::new(w, h, dpi, img.into_raw()).ok_or_else(|| invalid(path, "image", "size mismatch"))
+    FingerprintImage::new(w, h, dpi, img.into_raw())
+        .ok_or_else(|| invalid(path, "image", "size mismatch"))
 }
 
 fn still(bytes: &[u8], path: &Path) -> Result<VideoFrame, DecodeError> {
-    let img = image::load_from_memory(bytes).map_err(|e| invalid(path, "image", e))?.into_rgb8();
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| invalid(path, "image", e))?
+        .into_rgb8();
     let (w, h) = img.dimensions();
-    VideoFrame::new(w, h, PixelFormat::Rgb8, img.into_raw()).ok_or_else(|| invalid(path, "image", "size mismatch"))
+    VideoFrame::new(w, h, PixelFormat::Rgb8, img.into_raw())
+        .ok_or_else(|| invalid(path, "image", "size mismatch"))
 }
 
 fn audio(bytes: &[u8], path: &Path) -> Result<AudioChunk, DecodeError> {
     let is_flac = bytes.starts_with(b"fLaC");
-    let (rate, samples) = if is_flac { flac(bytes, path)? } else { wav(bytes, path)? };
+    let (rate, samples) = if is_flac {
+        flac(bytes, path)?
+    } else {
+        wav(bytes, path)?
+    };
     if samples.is_empty() {
         return Err(invalid(path, "recording", "no samples"));
     }
-    Ok(AudioChunk { sample_rate: rate, samples, captured_at: SystemTime::now() })
+    Ok(AudioChunk {
+        sample_rate: rate,
+        samples,
+        captured_at: SystemTime::now(),
+    })
 }
 
 /// Averages interleaved channels into mono.
@@ -92,14 +121,22 @@ fn to_mono(interleaved: Vec<f32>, channels: usize) -> Vec<f32> {
     if channels <= 1 {
         return interleaved;
     }
-    interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect()
+    interleaved
+        .chunks_exact(channels)
+        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+        .collect()
 }
 
 fn flac(bytes: &[u8], path: &Path) -> Result<(u32, Vec<f32>), DecodeError> {
-    let mut reader = claxon::FlacReader::new(std::io::Cursor::new(bytes)).map_err(|e| invalid(path, "FLAC recording", e))?;
+    let mut reader = claxon::FlacReader::new(std::io::Cursor::new(bytes))
+        .map_err(|e| invalid(path, "FLAC recording", e))?;
     let info = reader.streaminfo();
     if !(1..=32).contains(&info.bits_per_sample) {
-        return Err(invalid(path, "FLAC recording", format!("{} bits per sample", info.bits_per_sample)));
+        return Err(invalid(
+            path,
+            "FLAC recording",
+            format!("{} bits per sample", info.bits_per_sample),
+        ));
     }
     let scale = 1.0 / (1u64 << (info.bits_per_sample - 1)) as f32;
     let samples = reader
@@ -111,13 +148,17 @@ fn flac(bytes: &[u8], path: &Path) -> Result<(u32, Vec<f32>), DecodeError> {
 }
 
 fn wav(bytes: &[u8], path: &Path) -> Result<(u32, Vec<f32>), DecodeError> {
-    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| invalid(path, "WAV recording", e))?;
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes))
+        .map_err(|e| invalid(path, "WAV recording", e))?;
     let spec = reader.spec();
     let samples: Result<Vec<f32>, _> = match spec.sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().collect(),
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            reader.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect()
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect()
         }
     };
     let samples = samples.map_err(|e| invalid(path, "WAV recording", e))?;
@@ -143,7 +184,9 @@ fn imu(bytes: &[u8], path: &Path, rate: f32) -> Result<ImuRecording, DecodeError
     let column = |axis: &str| {
         axes.iter()
             .enumerate()
-            .position(|(i, a)| *a == axis && sensor_of.get(i).copied().unwrap_or("") == wanted_sensor)
+            .position(|(i, a)| {
+                *a == axis && sensor_of.get(i).copied().unwrap_or("") == wanted_sensor
+            })
             .ok_or_else(|| invalid(path, "IMU CSV", format!("no {axis} column")))
     };
     let names = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"];
@@ -156,9 +199,19 @@ fn imu(bytes: &[u8], path: &Path, rate: f32) -> Result<ImuRecording, DecodeError
             fields
                 .get(i)
                 .and_then(|f| f.trim().parse::<f32>().ok())
-                .ok_or_else(|| invalid(path, "IMU CSV", format!("row {} column {} is not a number", n + 3, i + 1)))
+                .ok_or_else(|| {
+                    invalid(
+                        path,
+                        "IMU CSV",
+                        format!("row {} column {} is not a number", n + 3, i + 1),
+                    )
+                })
         };
-        let t = if timed { f64::from(value(0)?) } else { n as f64 / f64::from(rate) };
+        let t = if timed {
+            f64::from(value(0)?)
+        } else {
+            n as f64 / f64::from(rate)
+        };
         readings.push(ImuReading {
             t,
             acc: [value(cols[0])?, value(cols[1])?, value(cols[2])?],
@@ -168,7 +221,11 @@ fn imu(bytes: &[u8], path: &Path, rate: f32) -> Result<ImuRecording, DecodeError
     if readings.is_empty() {
         return Err(invalid(path, "IMU CSV", "no readings"));
     }
-    Ok(ImuRecording { sample_rate: rate, readings, captured_at: SystemTime::now() })
+    Ok(ImuRecording {
+        sample_rate: rate,
+        readings,
+        captured_at: SystemTime::now(),
+    })
 }
 
 #[cfg(test)]
@@ -184,7 +241,9 @@ mod tests {
             "sensor,left,right,left,left,left,left,left\naxis,acc_x,acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n0,1,9,2,3,4,5,6\n1,1.5,9,2,3,4,5,6\n",
         )
         .unwrap();
-        let Sample::Imu(rec) = decode_file(DeviceKind::Imu, &path, 500, 100.0).unwrap() else { panic!() };
+        let Sample::Imu(rec) = decode_file(DeviceKind::Imu, &path, 500, 100.0).unwrap() else {
+            panic!()
+        };
         assert_eq!(rec.readings.len(), 2);
         assert_eq!(rec.readings[1].acc, [1.5, 2.0, 3.0]);
         assert_eq!(rec.readings[1].t, 0.01);
@@ -203,8 +262,14 @@ mod tests {
     fn a_csv_with_text_in_a_number_column_names_row_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.csv");
-        std::fs::write(&path, "t,acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n0,1,2,x,4,5,6\n").unwrap();
-        let err = decode_file(DeviceKind::Imu, &path, 500, 100.0).unwrap_err().to_string();
+        std::fs::write(
+            &path,
+            "t,acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n0,1,2,x,4,5,6\n",
+        )
+        .unwrap();
+        let err = decode_file(DeviceKind::Imu, &path, 500, 100.0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("column 4"), "{err}");
     }
 
@@ -212,14 +277,21 @@ mod tests {
     fn a_wav_is_read_as_mono() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hello.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&path, spec).unwrap();
         for _ in 0..100 {
             w.write_sample(16384i16).unwrap();
             w.write_sample(0i16).unwrap();
         }
         w.finalize().unwrap();
-        let Sample::Audio(a) = decode_file(DeviceKind::Microphone, &path, 500, 0.0).unwrap() else { panic!() };
+        let Sample::Audio(a) = decode_file(DeviceKind::Microphone, &path, 500, 0.0).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.samples.len(), 100);
         assert!((a.samples[0] - 0.25).abs() < 1e-6);
     }

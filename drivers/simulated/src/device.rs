@@ -61,10 +61,18 @@ impl SimSpec {
             id: self.id.clone(),
             driver: "simulated".into(),
             kind: self.kind,
-            model: format!("Simulated {} (replays real samples)", self.kind.label().replace('_', " ")),
-            transport: Transport::Simulated { directory: self.directory.display().to_string() },
+            model: format!(
+                "Simulated {} (replays real samples)",
+                self.kind.label().replace('_', " ")
+            ),
+            transport: Transport::Simulated {
+                directory: self.directory.display().to_string(),
+            },
             state,
-            capabilities: Capabilities { image: self.kind == DeviceKind::FingerprintReader, ..Default::default() },
+            capabilities: Capabilities {
+                image: self.kind == DeviceKind::FingerprintReader,
+                ..Default::default()
+            },
         }
     }
 
@@ -79,7 +87,10 @@ impl SimSpec {
             CaptureError::fault(
                 &self.id,
                 FaultKind::NotFound,
-                format!("sample directory {} cannot be read: {e}; check devices.simulated[].directory", self.directory.display()),
+                format!(
+                    "sample directory {} cannot be read: {e}; check devices.simulated[].directory",
+                    self.directory.display()
+                ),
             )
         })?;
         let mut files: Vec<PathBuf> = entries
@@ -96,7 +107,11 @@ impl SimSpec {
             return Err(CaptureError::fault(
                 &self.id,
                 FaultKind::NotFound,
-                format!("sample directory {} holds no {} files", self.directory.display(), extensions.join("/")),
+                format!(
+                    "sample directory {} holds no {} files",
+                    self.directory.display(),
+                    extensions.join("/")
+                ),
             ));
         }
         Ok(files)
@@ -119,10 +134,16 @@ impl Presenter {
             return Err(CaptureError::fault(
                 &self.spec.id,
                 FaultKind::NotFound,
-                format!("no sample file {name:?} in {}", self.spec.directory.display()),
+                format!(
+                    "no sample file {name:?} in {}",
+                    self.spec.directory.display()
+                ),
             ));
         }
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(path);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(path);
         Ok(())
     }
 }
@@ -139,7 +160,10 @@ impl SimProvider {
         let devices = specs
             .into_iter()
             .map(|spec| {
-                let presenter = Presenter { spec: spec.clone(), queue: Arc::default() };
+                let presenter = Presenter {
+                    spec: spec.clone(),
+                    queue: Arc::default(),
+                };
                 (spec, presenter)
             })
             .collect();
@@ -148,7 +172,10 @@ impl SimProvider {
 
     /// The presenter of a device, to choose what it replays next.
     pub fn presenter(&self, id: &str) -> Option<Presenter> {
-        self.devices.iter().find(|(s, _)| s.id == id).map(|(_, p)| p.clone())
+        self.devices
+            .iter()
+            .find(|(s, _)| s.id == id)
+            .map(|(_, p)| p.clone())
     }
 }
 
@@ -176,7 +203,9 @@ impl DeviceProvider for SimProvider {
             .devices
             .iter()
             .find(|(s, _)| s.id == id)
-            .ok_or_else(|| CaptureError::fault(id, FaultKind::NotFound, "no simulated device with this id"))?;
+            .ok_or_else(|| {
+                CaptureError::fault(id, FaultKind::NotFound, "no simulated device with this id")
+            })?;
         if spec.fault == SimFault::Disconnected {
             return Err(unplugged(id));
         }
@@ -192,7 +221,11 @@ impl DeviceProvider for SimProvider {
 }
 
 fn unplugged(id: &str) -> CaptureError {
-    CaptureError::fault(id, FaultKind::Disconnected, "simulated device is set to show an unplugged reader (fault: disconnected)")
+    CaptureError::fault(
+        id,
+        FaultKind::Disconnected,
+        "simulated device is set to show an unplugged reader (fault: disconnected)",
+    )
 }
 
 struct SimDevice {
@@ -205,7 +238,12 @@ struct SimDevice {
 
 impl SimDevice {
     fn next_file(&mut self) -> PathBuf {
-        if let Some(path) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+        if let Some(path) = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+        {
             return path;
         }
         let path = self.files[self.next % self.files.len()].clone();
@@ -219,7 +257,11 @@ impl CaptureDevice for SimDevice {
         &self.info
     }
 
-    fn capture(&mut self, cancel: &CancelToken, _timeout: Duration) -> Result<Sample, CaptureError> {
+    fn capture(
+        &mut self,
+        cancel: &CancelToken,
+        _timeout: Duration,
+    ) -> Result<Sample, CaptureError> {
         match self.spec.fault {
             SimFault::Disconnected => return Err(unplugged(&self.spec.id)),
             SimFault::Hang => loop {
@@ -228,15 +270,15 @@ impl CaptureDevice for SimDevice {
             SimFault::None => {}
         }
         if cancel.is_cancelled() {
-            return Err(CaptureError::Cancelled { device: self.spec.id.clone() });
+            return Err(CaptureError::Cancelled {
+                device: self.spec.id.clone(),
+            });
         }
         let path = self.next_file();
         decode_file(self.spec.kind, &path, self.spec.dpi, self.spec.imu_rate)
             .map_err(|e| CaptureError::fault(&self.spec.id, FaultKind::InvalidData, e.to_string()))
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {
@@ -255,7 +297,9 @@ mod tests {
     }
 
     fn write_png(path: &Path, value: u8) {
-        image::GrayImage::from_pixel(200, 200, image::Luma([value])).save(path).unwrap();
+        image::GrayImage::from_pixel(200, 200, image::Luma([value]))
+            .save(path)
+            .unwrap();
     }
 
     fn pixel0(sample: Sample) -> u8 {
@@ -275,7 +319,11 @@ mod tests {
         let cancel = CancelToken::new();
         let t = Duration::from_secs(1);
         assert_eq!(pixel0(dev.capture(&cancel, t).unwrap()), 10);
-        provider.presenter("sim-fp").unwrap().present("a.png").unwrap();
+        provider
+            .presenter("sim-fp")
+            .unwrap()
+            .present("a.png")
+            .unwrap();
         assert_eq!(pixel0(dev.capture(&cancel, t).unwrap()), 10);
         assert_eq!(pixel0(dev.capture(&cancel, t).unwrap()), 20);
         assert_eq!(pixel0(dev.capture(&cancel, t).unwrap()), 10, "wraps around");
