@@ -38,7 +38,7 @@ pub use quality::{Measure, QualityReport};
 /// Environment variable naming the directory holding the face models.
 pub const MODELS_ENV: &str = "APG_FACE_MODELS";
 /// Where the packages install the face models.
-pub const PACKAGED_MODELS: &str = "/usr/lib/apg-biometric/models/face";
+pub const PACKAGED_MODELS: &str = "/usr/share/apg-biometric/models";
 
 /// Cosine similarity at which two faces are declared the same person: the middle of the gap
 /// between the highest impostor score (0.381) and the lowest genuine score (0.521) on the
