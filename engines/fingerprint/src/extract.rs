@@ -997,7 +997,9 @@ fn find_minutiae(sk: &[u8], w: usize, h: usize, f: &Field, period: f32) -> Vec<M
             Minutia {
                 x: m.x as u16,
                 y: m.y as u16,
-                angle: (-m.dir).rem_euclid(2.0 * PI),
+                // Image y points down: negate for the y-up convention, then turn by π to the
+                // ISO direction (measured: the commercial FVC templates agree with this).
+                angle: (PI - m.dir).rem_euclid(2.0 * PI),
                 kind: m.kind,
                 quality: q,
             }

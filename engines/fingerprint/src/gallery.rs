@@ -11,7 +11,7 @@ use crate::mcc::{compare_prepared, prefilter_score};
 use crate::template::Template;
 
 /// Default shortlist: this fraction of the gallery …
-const SHORTLIST_FRACTION: f32 = 0.005;
+const SHORTLIST_FRACTION: f32 = 0.002;
 /// … but never fewer than this many templates.
 const SHORTLIST_MIN: usize = 100;
 
@@ -30,7 +30,7 @@ impl<K: Clone + PartialEq + Send + Sync> Default for Gallery<K> {
 }
 
 impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
-    /// An empty gallery with the default shortlist (0.5% of the gallery, at least 100).
+    /// An empty gallery with the default shortlist (0.2% of the gallery, at least 100).
     pub fn new() -> Self {
         Self {
             keys: Vec::new(),
@@ -122,10 +122,7 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
                 .templates
                 .par_iter()
                 .enumerate()
-                .map(|(i, t)| {
-                    let g = t.prepared();
-                    (prefilter_score(&p.pf, p.pf_pop, &g.pf, g.pf_pop), i)
-                })
+                .map(|(i, t)| (prefilter_score(p, t.prepared()), i))
                 .collect();
             first.select_nth_unstable_by(keep - 1, |a, b| {
                 b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal)
@@ -154,10 +151,7 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
     pub fn prefilter_rank(&self, probe: &Template, key: &K) -> Option<(usize, bool)> {
         let i = self.keys.iter().position(|k| k == key)?;
         let p = probe.prepared();
-        let score = |t: &Template| {
-            let g = t.prepared();
-            prefilter_score(&p.pf, p.pf_pop, &g.pf, g.pf_pop)
-        };
+        let score = |t: &Template| prefilter_score(p, t.prepared());
         let mine = score(&self.templates[i]);
         let rank = self
             .templates

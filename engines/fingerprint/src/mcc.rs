@@ -32,12 +32,14 @@ const CYL_WORDS: usize = NS * NS * ND / 64;
 /// Words of the spatial validity mask: NS*NS bits.
 const MASK_WORDS: usize = NS * NS / 64;
 
-/// Pair-feature vector for the first stage of 1:N search.
-pub(crate) const PF_WORDS: usize = 32;
-const PF_DIST_BIN: f32 = 12.0;
-const PF_DIST_MIN: f32 = 8.0;
-const PF_DIST_BINS: usize = 10;
-const PF_ANGLE_BINS: usize = 12;
+/// Pair-feature vector for the first stage of 1:N search: distance bins × angle bins × angle
+/// bins, one bit per cell.
+const PF_DIST_MIN: f32 = 16.0;
+const PF_DIST_BIN: f32 = 6.0;
+const PF_DIST_BINS: usize = 12;
+const PF_ANGLE_BINS: usize = 24;
+const PF_CELLS: usize = PF_DIST_BINS * PF_ANGLE_BINS * PF_ANGLE_BINS;
+pub(crate) const PF_WORDS: usize = PF_CELLS.div_ceil(64);
 
 /// Data derived from a template once and reused by every comparison.
 pub(crate) struct Prepared {
@@ -46,9 +48,13 @@ pub(crate) struct Prepared {
     ang: Vec<f32>,
     bits: Vec<[u64; CYL_WORDS]>,
     mask: Vec<[u64; MASK_WORDS]>,
-    /// Pair-feature bit vector and its population count.
-    pub pf: [u64; PF_WORDS],
+    /// Pair features, exact cells (the probe side of the first stage) and their count.
+    pub pf: Box<[u64; PF_WORDS]>,
     pub pf_pop: u32,
+    /// Pair features with each one also set in the neighbouring cells towards its fractional
+    /// position (the gallery side, tolerant to distortion), and the fraction of cells set.
+    pub pf_fuzzy: Box<[u64; PF_WORDS]>,
+    pub pf_density: f32,
 }
 
 /// Cells whose centre lies inside the cylinder's circle.
@@ -263,7 +269,7 @@ impl Prepared {
             bits.push(b);
             mask.push(mk);
         }
-        let (pf, pf_pop) = pair_features(&all_pos, ms);
+        let (pf, pf_pop, pf_fuzzy, fuzzy_pop) = pair_features(&all_pos, ms);
         Prepared {
             pos,
             ang,
@@ -271,6 +277,8 @@ impl Prepared {
             mask,
             pf,
             pf_pop,
+            pf_fuzzy,
+            pf_density: fuzzy_pop as f32 / PF_CELLS as f32,
         }
     }
 
@@ -281,16 +289,31 @@ impl Prepared {
 
     /// Bytes held in memory for this template's matcher data.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.bits.len() * (CYL_WORDS * 8 + MASK_WORDS * 8 + 12) + std::mem::size_of::<Self>()
+        self.bits.len() * (CYL_WORDS * 8 + MASK_WORDS * 8 + 12)
+            + 2 * PF_WORDS * 8
+            + std::mem::size_of::<Self>()
     }
 }
 
 /// Rotation- and translation-invariant pair features (distance, the angle of each minutia to
-/// the line joining them), one bit each.
-fn pair_features(pos: &[(f32, f32)], ms: &[Minutia]) -> ([u64; PF_WORDS], u32) {
-    let mut v = [0u64; PF_WORDS];
+/// the line joining them): exact cells and fuzzy cells.
+#[allow(clippy::type_complexity)]
+fn pair_features(
+    pos: &[(f32, f32)],
+    ms: &[Minutia],
+) -> (Box<[u64; PF_WORDS]>, u32, Box<[u64; PF_WORDS]>, u32) {
+    let mut v = Box::new([0u64; PF_WORDS]);
+    let mut fz = Box::new([0u64; PF_WORDS]);
     let max_d = PF_DIST_MIN + PF_DIST_BIN * PF_DIST_BINS as f32;
     let abin = 2.0 * PI / PF_ANGLE_BINS as f32;
+    let na = PF_ANGLE_BINS as isize;
+    let cell = |d: isize, a: isize, b: isize| -> Option<usize> {
+        if d < 0 || d >= PF_DIST_BINS as isize {
+            return None;
+        }
+        let (a, b) = (a.rem_euclid(na) as usize, b.rem_euclid(na) as usize);
+        Some((d as usize * PF_ANGLE_BINS + a) * PF_ANGLE_BINS + b)
+    };
     for i in 0..ms.len() {
         for j in 0..ms.len() {
             if i == j {
@@ -302,33 +325,48 @@ fn pair_features(pos: &[(f32, f32)], ms: &[Minutia]) -> ([u64; PF_WORDS], u32) {
                 continue;
             }
             let line = dy.atan2(dx);
-            let db = ((d - PF_DIST_MIN) / PF_DIST_BIN) as usize;
-            let ai = ((dphi(ms[i].angle - line) + PI) / abin) as usize % PF_ANGLE_BINS;
-            let aj = ((dphi(ms[j].angle - line) + PI) / abin) as usize % PF_ANGLE_BINS;
-            let idx = (db * PF_ANGLE_BINS + ai) * PF_ANGLE_BINS + aj;
-            v[idx / 64] |= 1 << (idx % 64);
+            let fd = (d - PF_DIST_MIN) / PF_DIST_BIN;
+            let fa = (dphi(ms[i].angle - line) + PI) / abin;
+            let fb = (dphi(ms[j].angle - line) + PI) / abin;
+            let (d0, a0, b0) = (
+                fd.floor() as isize,
+                fa.floor() as isize,
+                fb.floor() as isize,
+            );
+            if let Some(c) = cell(d0, a0, b0) {
+                v[c / 64] |= 1 << (c % 64);
+            }
+            let step = |f: f32, base: isize| if f - base as f32 >= 0.5 { 1 } else { -1 };
+            let (sd, sa, sb) = (step(fd, d0), step(fa, a0), step(fb, b0));
+            for dd in [0, sd] {
+                for da in [0, sa] {
+                    for db in [0, sb] {
+                        if let Some(c) = cell(d0 + dd, a0 + da, b0 + db) {
+                            fz[c / 64] |= 1 << (c % 64);
+                        }
+                    }
+                }
+            }
         }
     }
     let pop = v.iter().map(|w| w.count_ones()).sum();
-    (v, pop)
+    let fpop = fz.iter().map(|w| w.count_ones()).sum();
+    (v, pop, fz, fpop)
 }
 
-/// First-stage similarity of two pair-feature vectors (cosine of the bit sets).
+/// First-stage similarity: the share of the probe's exact pair features found among the
+/// reference's fuzzy ones, minus what the reference's density gives by chance.
 #[inline]
-pub(crate) fn prefilter_score(
-    a: &[u64; PF_WORDS],
-    apop: u32,
-    b: &[u64; PF_WORDS],
-    bpop: u32,
-) -> f32 {
-    if apop == 0 || bpop == 0 {
+pub(crate) fn prefilter_score(probe: &Prepared, reference: &Prepared) -> f32 {
+    if probe.pf_pop == 0 {
         return 0.0;
     }
+    let (a, b) = (&*probe.pf, &*reference.pf_fuzzy);
     let mut c = 0u32;
     for k in 0..PF_WORDS {
         c += (a[k] & b[k]).count_ones();
     }
-    c as f32 / ((apop as f32) * (bpop as f32)).sqrt()
+    c as f32 / probe.pf_pop as f32 - reference.pf_density
 }
 
 /// Similarity of two bit cylinders, 0 when they are not matchable. Unlike the original MCC
@@ -575,8 +613,8 @@ pub(crate) mod tests {
         let b = Template::from_minutiae(1000, 1000, 80, transformed(&a.minutiae, 1.3, 10.0, 5.0));
         let c = Template::from_minutiae(400, 500, 80, synthetic(8, 40));
         let (pa, pb, pc) = (a.prepared(), b.prepared(), c.prepared());
-        let same = prefilter_score(&pa.pf, pa.pf_pop, &pb.pf, pb.pf_pop);
-        let diff = prefilter_score(&pa.pf, pa.pf_pop, &pc.pf, pc.pf_pop);
+        let same = prefilter_score(pa, pb);
+        let diff = prefilter_score(pa, pc);
         assert!(same > diff + 0.2, "same {same} diff {diff}");
     }
 }

@@ -42,8 +42,8 @@ pub struct Minutia {
     /// Row.
     pub y: u16,
     /// Direction in radians, in `[0, 2π)`, counter-clockwise from the x axis with y pointing up
-    /// (the ISO/IEC 19794-2 convention). For an ending it points from the ridge out of its end;
-    /// for a bifurcation it points from the fork along the single branch.
+    /// (the ISO/IEC 19794-2 convention). For an ending it points from the end back along its
+    /// ridge; for a bifurcation it points from the fork into the valley between the branches.
     pub angle: f32,
     /// Ending or bifurcation.
     pub kind: MinutiaKind,
