@@ -71,6 +71,7 @@ pub struct Agent {
     pub started: Instant,
     unreadable: AtomicU64,
     site_keys: Option<Arc<apg_sync::seal::SiteKeyring>>,
+    sync_status: std::sync::OnceLock<tokio::sync::watch::Receiver<apg_sync::SyncStatus>>,
     endpoints: RwLock<Endpoints>,
     /// Held while a key rotation runs, so that two never overlap.
     pub rotation: tokio::sync::Mutex<()>,
@@ -147,6 +148,7 @@ impl Agent {
             started: Instant::now(),
             unreadable: AtomicU64::new(0),
             site_keys,
+            sync_status: std::sync::OnceLock::new(),
             endpoints: RwLock::default(),
             rotation: tokio::sync::Mutex::new(()),
         });
@@ -231,6 +233,16 @@ impl Agent {
     /// The site keys sealing distributed templates, when sync is on.
     pub fn site_keys(&self) -> Option<Arc<apg_sync::seal::SiteKeyring>> {
         self.site_keys.clone()
+    }
+
+    /// Follows the sync task's status (set once, when sync starts).
+    pub fn set_sync_status(&self, status: tokio::sync::watch::Receiver<apg_sync::SyncStatus>) {
+        let _ = self.sync_status.set(status);
+    }
+
+    /// The sync task's latest status; `None` when sync is off or not started.
+    pub fn sync_status(&self) -> Option<apg_sync::SyncStatus> {
+        self.sync_status.get().map(|rx| rx.borrow().clone())
     }
 
     /// Where the agent listens.

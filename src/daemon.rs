@@ -153,6 +153,9 @@ async fn serve(
     tracing::info!(api = ?endpoints.api, socket = ?endpoints.socket, metrics = ?endpoints.metrics, "Listening.");
     agent.set_endpoints(endpoints);
 
+    status("Starting sync");
+    let sync = crate::link::start(&agent).context("cannot start sync to the hub")?;
+
     let background = vec![
         tokio::spawn(watchdog(agent.clone(), stop_rx.clone())),
         tokio::spawn(housekeeping(agent.clone(), stop_rx.clone())),
@@ -193,6 +196,15 @@ async fn serve(
     }
     for task in background {
         task.abort();
+    }
+    if let Some(sync) = sync {
+        // Publishes the retained `offline` status; what is not acknowledged stays queued.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, sync.shutdown()).await.is_err() {
+            tracing::warn!(
+                "The sync task did not stop in time; unacknowledged events stay in the outbox."
+            );
+        }
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let agent_for_flush = agent.clone();

@@ -253,7 +253,7 @@ async fn check_agent(client: &Client) -> Vec<Finding> {
             "devices" => "check the cable; `apg-biometric devices` shows the state; a device listed as permission_denied needs the udev rules (udevadm trigger) and the service user in group apg-biometric",
             "engines" => "re-enroll the subjects named in `apg-biometric audit list`, or restore a backup",
             "disk" => "free disk space on the store's file system",
-            "outbox" => "the broker is unreachable: check sync.broker_url and certificates; events wait in the outbox and none is lost",
+            "sync" => "the broker is unreachable: check sync.broker_url and certificates; events wait in the outbox and none is lost",
             "loops" => "a device or engine is wedged: unplug the device or restart the agent (systemd does this itself when the watchdog is on)",
             _ => "see the agent log: journalctl -u apg-biometric-agent",
         };

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::agent::Agent;
-use crate::store::{self, outbox};
+use crate::store;
 
 /// Overall or per-check status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -49,7 +49,7 @@ pub struct HealthReport {
     pub checks: Vec<Check>,
 }
 
-fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+pub(crate) fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
     Check {
         name,
         status,
@@ -131,15 +131,10 @@ pub fn report(agent: &Agent) -> HealthReport {
     checks.push(disk_check(agent.store.path()));
     checks.push(memory_check());
 
-    let depth = agent.store.read(outbox::depth).unwrap_or(0);
-    let limit = config.sync.outbox_max_events;
-    checks.push(if !config.sync.enabled {
-        check("outbox", Status::Ok, "sync is off")
-    } else if depth > limit {
-        check("outbox", Status::Degraded, format!("{depth} events waiting, above sync.outbox_max_events {limit}; check the broker connection"))
-    } else {
-        check("outbox", Status::Ok, format!("{depth} events waiting"))
-    });
+    checks.push(crate::link::health_check(
+        &config,
+        agent.sync_status().as_ref(),
+    ));
 
     let stuck = agent.heartbeats.stuck();
     checks.push(if stuck.is_empty() {

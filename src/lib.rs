@@ -21,6 +21,7 @@ pub mod events;
 pub mod hardware;
 pub mod health;
 pub mod heartbeat;
+pub mod link;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;

@@ -211,6 +211,37 @@ fn check_sync(config: &Config, problems: &mut Vec<Problem>) {
             "mqtts://host:port",
         );
     }
+    if url.starts_with("mqtts://") {
+        for (key, value, allowed) in [
+            (
+                "sync.ca_file",
+                &s.ca_file,
+                "the PEM bundle of the CA that signed the broker's certificate",
+            ),
+            (
+                "sync.client_cert_file",
+                &s.client_cert_file,
+                "this agent's client certificate (PEM) for mutual TLS",
+            ),
+            (
+                "sync.client_key_file",
+                &s.client_key_file,
+                "this agent's private key (PEM) for mutual TLS",
+            ),
+        ] {
+            if value.is_none() {
+                push(problems, key, "(not set)", allowed);
+            }
+        }
+    }
+    if s.site_key_file.is_none() {
+        push(
+            problems,
+            "sync.site_key_file",
+            "(not set)",
+            "a file with the site key every agent of the site shares (distributed templates are sealed with it)",
+        );
+    }
     if s.client_cert_file.is_some() != s.client_key_file.is_some() {
         push(
             problems,
@@ -389,12 +420,29 @@ mod tests {
         let mut config = Config::default();
         config.sync.enabled = true;
         config.sync.broker_url = "mqtt://hub:1883".into();
+        config.sync.site_key_file = Some("/etc/apg-biometric/site.key".into());
         config.profile = Some(Profile::Development);
         assert_eq!(problems_of(&config).len(), 1);
         config.sync.allow_plain = true;
         assert!(problems_of(&config).is_empty());
         config.profile = Some(Profile::Production);
         assert_eq!(problems_of(&config)[0].path, "sync.broker_url");
+    }
+
+    #[test]
+    fn tls_sync_needs_its_certificates_and_the_site_key() {
+        let mut config = Config::default();
+        config.sync.enabled = true;
+        let paths: Vec<String> = problems_of(&config).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "sync.ca_file",
+                "sync.client_cert_file",
+                "sync.client_key_file",
+                "sync.site_key_file"
+            ]
+        );
     }
 
     #[test]

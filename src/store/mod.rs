@@ -15,7 +15,7 @@ pub mod subjects;
 pub mod templates;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction};
@@ -88,6 +88,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    after_commit: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,6 +121,7 @@ impl Store {
         let store = Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            after_commit: OnceLock::new(),
         };
         store.migrate()?;
         Ok(store)
@@ -157,7 +159,17 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let value = f(&tx)?;
         tx.commit().map_err(|e| self.err(e))?;
+        drop(conn);
+        if let Some(hook) = self.after_commit.get() {
+            hook();
+        }
         Ok(value)
+    }
+
+    /// Sets what runs after every committed write (waking the sync drain, which then finds
+    /// the transaction's outbox rows). Only the first call takes effect.
+    pub fn set_after_commit(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.after_commit.set(Box::new(hook));
     }
 
     /// Runs read-only work on the connection.

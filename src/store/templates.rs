@@ -191,6 +191,23 @@ pub fn delete_for_subject(
     .map_err(sql)
 }
 
+/// Whether a template with this id is stored.
+pub fn exists(conn: &Connection, id: Uuid) -> StoreResult<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM templates WHERE id = ?1)",
+        [id.to_string()],
+        |r| r.get(0),
+    )
+    .map_err(sql)
+}
+
+/// Deletes one template; returns whether it was there.
+pub fn delete(tx: &Transaction<'_>, id: Uuid) -> StoreResult<bool> {
+    tx.execute("DELETE FROM templates WHERE id = ?1", [id.to_string()])
+        .map(|n| n > 0)
+        .map_err(sql)
+}
+
 fn sql(source: rusqlite::Error) -> StoreError {
     StoreError::Query {
         table: "templates",

@@ -123,7 +123,7 @@ pub enum SyncConfigError {
     },
     /// `mqtts://` without certificates.
     #[error(
-        "sync.tls: mqtts:// needs ca_file, client_cert_file and client_key_file for mutual TLS"
+        "sync: mqtts:// needs sync.ca_file, sync.client_cert_file and sync.client_key_file for mutual TLS"
     )]
     TlsMissing,
     /// A certificate or key file that cannot be used.

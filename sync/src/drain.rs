@@ -61,6 +61,11 @@ impl SyncHandle {
         self.notify.notify_one();
     }
 
+    /// A waker for code that commits outbox rows on other threads (the store's commit hook).
+    pub fn waker(&self) -> OutboxWaker {
+        OutboxWaker(self.notify.clone())
+    }
+
     /// The latest status snapshot.
     pub fn status(&self) -> SyncStatus {
         self.status.borrow().clone()
@@ -75,6 +80,17 @@ impl SyncHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.join.await;
+    }
+}
+
+/// Wakes the drain after new outbox rows are committed. Cheap to clone and to call.
+#[derive(Debug, Clone)]
+pub struct OutboxWaker(Arc<Notify>);
+
+impl OutboxWaker {
+    /// Tells the drain that the outbox has new events.
+    pub fn wake(&self) {
+        self.0.notify_one();
     }
 }
 

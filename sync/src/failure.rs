@@ -64,16 +64,16 @@ impl FailureKind {
                 "check this machine's clock (NTP) and the broker certificate's validity period"
             }
             Self::UnknownCa => {
-                "put the CA that signed the broker's certificate in sync.tls.ca_file"
+                "put the CA that signed the broker's certificate in sync.ca_file"
             }
             Self::ServerNameMismatch => {
                 "use the host name of the broker's certificate in sync.broker_url"
             }
             Self::ClientCertificateRefused => {
-                "issue the agent's certificate (sync.tls.client_cert_file) from a CA the broker trusts"
+                "issue the agent's certificate (sync.client_cert_file) from a CA the broker trusts"
             }
             Self::ClientCertificateExpired => "renew the agent's client certificate",
-            Self::Tls => "check the TLS settings of the broker and of sync.tls",
+            Self::Tls => "check the TLS settings of the broker and sync.ca_file, sync.client_cert_file, sync.client_key_file",
             Self::BadCredentials => "check sync.username and sync.password",
             Self::NotAuthorized => "allow this client id and its topics in the broker's ACL",
             Self::Refused => "check the broker's log for why it refused the connection",

@@ -17,7 +17,7 @@ pub mod status;
 pub mod tls;
 
 pub use config::{Credentials, SyncConfig, SyncConfigError, TlsFiles};
-pub use drain::{SyncHandle, SyncTask};
+pub use drain::{OutboxWaker, SyncHandle, SyncTask};
 pub use failure::{FailureKind, SyncFailure};
 pub use outbox::{MemoryOutbox, Outbox, OutboxDepth, OutboxError, OutboxEvent};
 pub use seal::{OpenedTemplate, SiteKey, SiteKeyring, VerifiedDeletion};

@@ -13,7 +13,7 @@ use crate::config::TlsFiles;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The file cannot be read or holds no usable PEM item.
-    #[error("sync.tls.{key} {path}: {reason}")]
+    #[error("sync.{key} {path}: {reason}")]
     File {
         /// Config key of the file.
         key: &'static str,
@@ -23,7 +23,7 @@ pub enum TlsError {
         reason: String,
     },
     /// rustls refuses the combination (for example a key that does not match the certificate).
-    #[error("sync.tls: the client certificate and key cannot be used together: {0}")]
+    #[error("sync.client_cert_file and sync.client_key_file cannot be used together: {0}")]
     Rejected(String),
 }
 

@@ -54,6 +54,10 @@ pub struct Options {
     pub extra_devices: Vec<String>,
     /// `APG_BIOMETRIC_ENV` (default `testing`).
     pub profile: Option<String>,
+    /// Agent id (default `test-agent`).
+    pub agent_id: Option<String>,
+    /// Site id (default `test-site`).
+    pub site: Option<String>,
 }
 
 /// A running agent and the files it owns.
@@ -116,13 +120,15 @@ impl AgentProcess {
         devices.extend(options.extra_devices.iter().cloned());
         let config = root.join("agent.yaml");
         let yaml = format!(
-            "agent: {{id: test-agent, site: test-site}}\n\
+            "agent: {{id: {agent_id}, site: {site}}}\n\
              storage: {{path: {db}, backup_dir: {root}/backups}}\n\
              keys: {{master_key_file: {key}}}\n\
              api: {{listen: \"127.0.0.1:0\", socket: {socket}}}\n\
              monitoring: {{metrics_enabled: true, metrics_address: 127.0.0.1, metrics_port: 0}}\n\
              logging: {{level: info, format: json, file: {log}}}\n\
              devices:\n  capture_timeout: 2.0\n  simulated:\n{devices}\n{extra}\n",
+            agent_id = options.agent_id.as_deref().unwrap_or("test-agent"),
+            site = options.site.as_deref().unwrap_or("test-site"),
             db = db.display(),
             root = root.display(),
             key = key.display(),
@@ -357,6 +363,14 @@ impl AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- agent log {} (tail) ---", self.log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         self.kill();
     }
 }

@@ -147,8 +147,13 @@ pub fn deletion(site: &str, subject_id: Uuid) -> String {
 }
 
 /// The hub's subscription: every event of every agent of every site, shared by `group`.
+/// An empty group means one hub alone, with a plain subscription.
 pub fn hub_events_filter(group: &str) -> String {
-    format!("$share/{group}/{PREFIX}/+/+/event/#")
+    if group.is_empty() {
+        format!("{PREFIX}/+/+/event/#")
+    } else {
+        format!("$share/{group}/{PREFIX}/+/+/event/#")
+    }
 }
 
 /// A topic of the scheme, split into its parts.
