@@ -62,6 +62,13 @@ impl Site {
             hub: Some(hub),
             site_key,
         };
+        // Until the hub has subscribed, the broker would drop what agents publish.
+        wait_until("the hub to subscribe", Duration::from_secs(30), || {
+            let log = site.broker.log_text();
+            log.lines()
+                .any(|l| l.contains(" hub-1 1 ") && l.ends_with("apg/v1/+/+/event/#"))
+                .then_some(())
+        });
         wait_until(
             "the hub to migrate its schema",
             Duration::from_secs(30),
