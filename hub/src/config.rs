@@ -33,7 +33,8 @@ pub struct MqttConfig {
     pub broker_url: String,
     /// Client id: unique per hub instance (the persistent session hangs on it).
     pub client_id: String,
-    /// Shared-subscription group: instances with the same group split the events.
+    /// Shared-subscription group: instances with the same group split the events. Empty: one
+    /// hub alone, with a plain subscription that Mosquitto keeps across its own restarts.
     #[serde(default = "default_group")]
     pub group: String,
     /// CA bundle that signed the broker certificate.
