@@ -232,3 +232,135 @@ fn messages_the_crate_refuses_are_refused_by_the_schemas() {
     assert!(!validator("template").is_valid(&template));
     assert!(SealedTemplate::decode(&serde_json::to_vec(&template).unwrap()).is_err());
 }
+
+/// A copy of `message` with `change` applied.
+fn altered(message: &Value, change: impl Fn(&mut Value)) -> Value {
+    let mut m = message.clone();
+    change(&mut m);
+    m
+}
+
+#[test]
+fn status_command_template_and_deletion_refuse_what_the_crate_refuses() {
+    let subject = Uuid::now_v7();
+    type Decode = fn(&[u8]) -> bool;
+    let messages: [(&str, Value, Decode); 4] = [
+        (
+            "status",
+            to_value(&Status::new("site1", "kiosk-a", AgentState::Online, time::now()).to_json()),
+            |b| Status::decode(b).is_ok(),
+        ),
+        (
+            "command",
+            to_value(&Command::new(CommandAction::ReportHealth, time::now()).to_json()),
+            |b| Command::decode(b, "report_health").is_ok(),
+        ),
+        (
+            "template",
+            to_value(&sealed_template(subject).to_json()),
+            |b| SealedTemplate::decode(b).is_ok(),
+        ),
+        (
+            "deletion",
+            to_value(&sealed_deletion(subject).to_json()),
+            |b| SealedDeletion::decode(b).is_ok(),
+        ),
+    ];
+    for (name, good, decodes) in messages {
+        let v = validator(name);
+        assert!(
+            decodes(&serde_json::to_vec(&good).unwrap()),
+            "{name}: {good}"
+        );
+        let cases = [
+            (
+                "another version",
+                altered(&good, |m| m["version"] = json!(2)),
+            ),
+            (
+                "no version",
+                altered(&good, |m| {
+                    drop(m.as_object_mut().unwrap().remove("version"))
+                }),
+            ),
+            (
+                "an extra field",
+                altered(&good, |m| m["extra"] = json!(true)),
+            ),
+        ];
+        for (what, message) in cases {
+            assert!(
+                !v.is_valid(&message),
+                "{name} schema accepts {what}: {message}"
+            );
+            let bytes = serde_json::to_vec(&message).unwrap();
+            assert!(
+                !decodes(&bytes),
+                "the crate accepts a {name} with {what}: {message}"
+            );
+        }
+    }
+
+    // Base64 whose last character carries non-zero unused bits is refused by the decoder.
+    for (name, field) in [("template", "ciphertext"), ("deletion", "tag")] {
+        let good = if name == "template" {
+            to_value(&sealed_template(subject).to_json())
+        } else {
+            to_value(&sealed_deletion(subject).to_json())
+        };
+        for text in ["AB==", "ABC="] {
+            let message = altered(&good, |m| m[field] = json!(text));
+            assert!(!validator(name).is_valid(&message), "{name} {field} {text}");
+            let bytes = serde_json::to_vec(&message).unwrap();
+            let decoded = if name == "template" {
+                SealedTemplate::decode(&bytes).is_ok()
+            } else {
+                SealedDeletion::decode(&bytes).is_ok()
+            };
+            assert!(!decoded, "the crate accepts {name} {field} {text}");
+        }
+    }
+
+    // `templates` cannot be an agent's topic level, so no message may name it as an agent.
+    assert!(apg_wire::AgentTopics::new("site1", "templates").is_err());
+    let status =
+        to_value(&Status::new("site1", "kiosk-a", AgentState::Online, time::now()).to_json());
+    assert!(!validator("status").is_valid(&altered(&status, |m| m["agent"] = json!("templates"))));
+    let template = to_value(&sealed_template(subject).to_json());
+    assert!(!validator("template")
+        .is_valid(&altered(&template, |m| m["origin_agent"] = json!("templates"))));
+}
+
+#[test]
+fn the_envelope_like_the_crate_ignores_unknown_fields_but_not_unknown_payload_fields() {
+    let v = validator("event");
+    let body = EventBody::Device(Device {
+        device_id: "reader-1".into(),
+        family: "fingerprint".into(),
+        state: DeviceState::Connected,
+        detail: None,
+    });
+    let good = to_value(&Event::new("site1", "kiosk-a", 1, time::now(), body).to_json());
+    let decodes = |m: &Value| {
+        Event::decode(
+            &serde_json::to_vec(m).unwrap(),
+            "site1",
+            "kiosk-a",
+            apg_wire::EventType::Device,
+        )
+        .is_ok()
+    };
+    let extra_envelope = altered(&good, |m| m["hint"] = json!("x"));
+    assert!(decodes(&extra_envelope) && v.is_valid(&extra_envelope));
+    // Optional payload fields may be left out, as serde reads a missing Option as None.
+    let no_detail = altered(&good, |m| {
+        drop(m["payload"].as_object_mut().unwrap().remove("detail"))
+    });
+    assert!(decodes(&no_detail) && v.is_valid(&no_detail));
+    let extra_payload = altered(&good, |m| m["payload"]["hint"] = json!("x"));
+    assert!(!decodes(&extra_payload) && !v.is_valid(&extra_payload));
+    let no_payload = altered(&good, |m| {
+        drop(m.as_object_mut().unwrap().remove("payload"))
+    });
+    assert!(!decodes(&no_payload) && !v.is_valid(&no_payload));
+}
