@@ -166,10 +166,11 @@ impl Writer {
         events: &[Event],
         out: &mut Outcome,
     ) -> anyhow::Result<()> {
-        let new_ids = insert_events(tx, events).await?;
+        let mut new_ids = insert_events(tx, events).await?;
+        // `remove`, not `contains`: a second copy of an event in the same batch is a duplicate.
         let fresh: Vec<&Event> = events
             .iter()
-            .filter(|e| new_ids.contains(&e.event_id))
+            .filter(|e| new_ids.remove(&e.event_id))
             .collect();
         out.inserted = fresh.len() as u64;
         out.duplicates = (events.len() - fresh.len()) as u64;

@@ -270,8 +270,35 @@ async fn consume(
             }
             metrics.distributed.inc();
         }
+        publish_receipts(&client, &events).await?;
         for p in &batch {
             client.ack(p).await.context("cannot queue a PUBACK")?;
         }
     }
+}
+
+/// Tells each agent which of its events are committed (new or already there), so that it can
+/// drop them from its outbox. Until then the agent keeps them and publishes them again, which
+/// covers a broker that loses a message after acknowledging it.
+async fn publish_receipts(client: &AsyncClient, events: &[Event]) -> anyhow::Result<()> {
+    let mut by_agent: std::collections::BTreeMap<(&str, &str), Vec<uuid::Uuid>> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        by_agent
+            .entry((&e.site, &e.agent))
+            .or_default()
+            .push(e.event_id);
+    }
+    for ((site, agent), ids) in by_agent {
+        client
+            .publish(
+                topic::receipt(site, agent),
+                QoS::AtLeastOnce,
+                false,
+                apg_wire::Receipt::new(ids).to_json(),
+            )
+            .await
+            .context("cannot queue a receipt")?;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Events waiting to be published, in commit order. A row is deleted only after the broker
-//! acknowledged it, so a crash or an outage never loses one.
+//! Events waiting to be published, in commit order. A row is deleted only after the hub
+//! confirmed it (its receipt), so a crash, an outage or a broker that drops a message never
+//! loses one.
 
 use rusqlite::{params, Connection, Transaction};
 use uuid::Uuid;

@@ -71,6 +71,9 @@ pub struct SyncConfig {
     pub poll_interval: Duration,
     /// Largest distributed template accepted, in bytes of JSON.
     pub max_message_bytes: usize,
+    /// How long after its PUBACK an event may wait for the hub's receipt before the drain
+    /// publishes the unconfirmed events again.
+    pub receipt_timeout: Duration,
 }
 
 impl SyncConfig {
@@ -92,6 +95,7 @@ impl SyncConfig {
             backoff_max: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             max_message_bytes: 1 << 20,
+            receipt_timeout: Duration::from_secs(30),
         }
     }
 

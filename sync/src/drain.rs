@@ -3,15 +3,18 @@
 //! Each connection gets a fresh rumqttc event loop polled by its own small task, which forwards
 //! every event here. Publishes are numbered by rumqttc in the order they are requested, and
 //! rumqttc reports each as `Outgoing::Publish(pkid)` in that order, so the drain pairs packet
-//! ids with outbox rows and acknowledges a row only when the PUBACK for its packet id arrives.
-//! After any failure the event loop is dropped with everything it had queued, and the next
-//! connection starts again from the oldest unacknowledged row: the broker may see an event
-//! twice, never zero times, and the hub drops the duplicate by event id.
+//! ids with outbox rows. A PUBACK only means the broker has the event; the row leaves the
+//! outbox when the hub's receipt says the event is committed. A row without a receipt within
+//! `receipt_timeout` of its PUBACK (a broker that lost it, a hub that crashed before sending
+//! the receipt) makes the drain start again from the oldest row still in the outbox. After any
+//! failure the event loop is dropped with everything it had queued, and the next connection
+//! also starts again from the oldest row: the broker may see an event twice, never zero
+//! times, and the hub drops the duplicate by event id.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use apg_wire::{
@@ -188,8 +191,12 @@ struct Session {
     queued: VecDeque<OutboxEvent>,
     /// `seq` of the last row read from the outbox.
     cursor: Option<u64>,
-    /// Rows whose PUBACK arrived, to remove from the outbox.
+    /// Events the broker has (PUBACK), waiting for the hub's receipt, with the PUBACK time.
+    unconfirmed: HashMap<Uuid, Instant>,
+    /// Events the hub confirmed, to remove from the outbox.
     acked: Vec<Uuid>,
+    /// A missing receipt was already reported in this session.
+    receipt_warned: bool,
     /// The outbox may hold rows after `cursor`.
     maybe_more: bool,
 }
@@ -309,7 +316,11 @@ impl Drain {
                 _ = shutdown.changed() => return self.close(client, &mut rx, &mut s).await,
                 polled = rx.recv() => self.on_polled(polled, client, &mut s, log).await,
                 _ = self.notify.notified() => { s.maybe_more = true; Ok(()) }
-                _ = tick.tick() => { s.maybe_more = true; self.check_depth().await }
+                _ = tick.tick() => {
+                    s.maybe_more = true;
+                    self.check_receipts(&mut s);
+                    self.check_depth().await
+                }
             };
             // Take whatever else the event loop has ready before touching the store, so that
             // acknowledgements are removed in batches.
@@ -378,6 +389,7 @@ impl Drain {
                 for filter in [
                     self.topics.templates_filter(),
                     self.topics.commands_filter(),
+                    self.topics.receipts(),
                 ] {
                     client
                         .subscribe(filter, QoS::AtLeastOnce)
@@ -393,7 +405,9 @@ impl Drain {
                 None => tracing::warn!(pkid, "Publish reported that the drain did not request."),
             },
             MqttEvent::Incoming(Packet::PubAck(ack)) => match s.in_flight.remove(&ack.pkid) {
-                Some(Sent::Event(id)) => s.acked.push(id),
+                Some(Sent::Event(id)) => {
+                    s.unconfirmed.insert(id, Instant::now());
+                }
                 Some(Sent::Status) => {}
                 None => tracing::debug!(
                     pkid = ack.pkid,
@@ -458,6 +472,13 @@ impl Drain {
                     subject,
                     subject,
                 )?
+            }
+            Inbound::Receipt(receipt) => {
+                for id in receipt.event_ids {
+                    s.unconfirmed.remove(&id);
+                    s.acked.push(id);
+                }
+                false
             }
             Inbound::Command(command) => {
                 tracing::info!(command_id = %command.command_id, action = command.action.as_str(), "Command received from the hub.");
@@ -573,6 +594,31 @@ impl Drain {
             self.stats.published += 1;
         }
         Ok(())
+    }
+
+    /// Starts again from the oldest row when an event waited too long for its receipt.
+    fn check_receipts(&mut self, s: &mut Session) {
+        let timeout = self.config.receipt_timeout;
+        let overdue = s
+            .unconfirmed
+            .values()
+            .filter(|acked_at| acked_at.elapsed() > timeout)
+            .count();
+        if overdue == 0 {
+            return;
+        }
+        if !s.receipt_warned {
+            tracing::warn!(
+                overdue,
+                timeout_s = timeout.as_secs(),
+                "The hub has not confirmed events the broker accepted; publishing every unconfirmed event again (the hub drops duplicates)."
+            );
+            s.receipt_warned = true;
+        }
+        s.unconfirmed.clear();
+        s.queued.clear();
+        s.cursor = None;
+        s.maybe_more = true;
     }
 
     async fn check_depth(&mut self) -> Result<(), SessionEnd> {

@@ -1,6 +1,6 @@
 //! What to do with a message the broker delivers to the agent: pure, no I/O.
 
-use apg_wire::{Command, ParsedTopic, SealedDeletion, SealedTemplate};
+use apg_wire::{Command, ParsedTopic, Receipt, SealedDeletion, SealedTemplate};
 
 use crate::seal::{self, OpenedTemplate, SiteKeyring, VerifiedDeletion};
 
@@ -13,6 +13,8 @@ pub(crate) enum Inbound {
     Delete(VerifiedDeletion),
     /// A command from the hub.
     Command(Command),
+    /// The hub committed these events of ours.
+    Receipt(Receipt),
     /// Nothing to do (our own template coming back, a cleared retained message).
     Ignore(&'static str),
     /// Refused: logged and counted, never imported.
@@ -82,6 +84,10 @@ pub(crate) fn classify(topic: &str, payload: &[u8], agent: &str, keys: &SiteKeyr
             agent: to, action, ..
         } if to == agent => match Command::decode(payload, &action) {
             Ok(c) => Inbound::Command(c),
+            Err(e) => Inbound::Refuse(e.to_string()),
+        },
+        ParsedTopic::Receipt { agent: to, .. } if to == agent => match Receipt::decode(payload) {
+            Ok(r) => Inbound::Receipt(r),
             Err(e) => Inbound::Refuse(e.to_string()),
         },
         _ => Inbound::Refuse(format!("topic {topic:?} is not for this agent")),

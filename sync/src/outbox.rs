@@ -61,8 +61,8 @@ pub trait Outbox: Send + Sync + 'static {
     /// Up to `max` events in `seq` order, starting after `after` (from the oldest when `None`).
     fn peek_batch(&self, after: Option<u64>, max: usize) -> Result<Vec<OutboxEvent>, OutboxError>;
 
-    /// Removes the given events, whose PUBACK has arrived. Ids that are no longer in the
-    /// outbox are ignored.
+    /// Removes the given events, which the hub's receipt confirmed. Ids that are no longer in
+    /// the outbox are ignored.
     fn ack(&self, event_ids: &[Uuid]) -> Result<(), OutboxError>;
 
     /// How many events are waiting.

@@ -17,7 +17,7 @@ pub struct SyncStatus {
     pub outbox_over_limit: bool,
     /// Events published (including republications after a reconnect).
     pub published: u64,
-    /// Events acknowledged by the broker and removed from the outbox.
+    /// Events confirmed by the hub's receipt and removed from the outbox.
     pub acknowledged: u64,
     /// Superseded health snapshots discarded by the over-limit policy.
     pub discarded: u64,

@@ -11,6 +11,7 @@
 pub mod b64;
 pub mod command;
 pub mod event;
+pub mod receipt;
 pub mod status;
 pub mod template;
 pub mod time;
@@ -22,6 +23,7 @@ pub use event::{
     HealthCheck, HealthStatus, Identification, IdentificationDecision, Modality, Verification,
     VerificationDecision,
 };
+pub use receipt::Receipt;
 pub use status::{AgentState, Status};
 pub use template::{SealedDeletion, SealedTemplate};
 pub use topic::{AgentTopics, ParsedTopic, TopicError};

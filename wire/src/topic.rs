@@ -4,6 +4,7 @@
 //! apg/v1/<site>/<agent>/event/<type>        agent -> hub, QoS 1, one topic per event type
 //! apg/v1/<site>/<agent>/status              agent, retained, `online` / last will `offline`
 //! apg/v1/<site>/<agent>/cmd/<action>        hub -> one agent, QoS 1
+//! apg/v1/<site>/<agent>/receipt             hub -> one agent, QoS 1, committed event ids
 //! apg/v1/<site>/templates/<subject>/<template>   hub -> agents of the site, retained sealed template
 //! apg/v1/<site>/templates/<subject>/deletion     hub -> agents of the site, retained sealed deletion
 //! ```
@@ -129,6 +130,16 @@ impl AgentTopics {
     pub fn templates_filter(&self) -> String {
         templates_filter(&self.site)
     }
+
+    /// Where the hub confirms this agent's committed events.
+    pub fn receipts(&self) -> String {
+        receipt(&self.site, &self.agent)
+    }
+}
+
+/// The receipt topic of one agent.
+pub fn receipt(site: &str, agent: &str) -> String {
+    format!("{PREFIX}/{site}/{agent}/receipt")
 }
 
 /// `apg/v1/<site>/templates/#`.
@@ -200,6 +211,13 @@ pub enum ParsedTopic {
         /// The deleted subject.
         subject_id: Uuid,
     },
+    /// Committed event ids, from the hub to one agent.
+    Receipt {
+        /// Site level.
+        site: String,
+        /// Agent level.
+        agent: String,
+    },
 }
 
 impl ParsedTopic {
@@ -230,6 +248,10 @@ impl ParsedTopic {
                     topic: topic.to_owned(),
                     event_type: (*kind).to_owned(),
                 })?,
+            }),
+            [site, agent, "receipt"] => Ok(Self::Receipt {
+                site: name("site", site)?,
+                agent: name("agent", agent)?,
             }),
             [site, agent, "status"] => Ok(Self::Status {
                 site: name("site", site)?,

@@ -364,3 +364,35 @@ fn the_envelope_like_the_crate_ignores_unknown_fields_but_not_unknown_payload_fi
     });
     assert!(!decodes(&no_payload) && !v.is_valid(&no_payload));
 }
+
+#[test]
+fn receipts_match_their_schema_and_refuse_what_the_crate_refuses() {
+    let v = validator("receipt");
+    let receipt = to_value(&apg_wire::Receipt::new(vec![Uuid::now_v7(), Uuid::now_v7()]).to_json());
+    assert_valid(&v, &receipt);
+    assert_valid(&v, &to_value(&apg_wire::Receipt::new(vec![]).to_json()));
+    for (what, message) in [
+        (
+            "another version",
+            altered(&receipt, |m| m["version"] = json!(2)),
+        ),
+        (
+            "an extra field",
+            altered(&receipt, |m| m["agent"] = json!("kiosk-a")),
+        ),
+        (
+            "a non-UUID id",
+            altered(&receipt, |m| m["event_ids"][0] = json!("42")),
+        ),
+    ] {
+        assert!(
+            !v.is_valid(&message),
+            "the schema accepts {what}: {message}"
+        );
+        let bytes = serde_json::to_vec(&message).unwrap();
+        assert!(
+            apg_wire::Receipt::decode(&bytes).is_err(),
+            "the crate accepts {what}"
+        );
+    }
+}
