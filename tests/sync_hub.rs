@@ -506,3 +506,35 @@ fn malformed_messages_become_dead_letters_and_the_hub_keeps_consuming() {
         (3, 3)
     );
 }
+
+#[test]
+fn a_hub_killed_under_load_catches_up_without_loss_or_duplicates() {
+    let mut site = Site::start("sync_hub_sigkill", Subscription::Shared("apg-hub"));
+    let a = site.agent("kiosk-a");
+    assert_eq!(a.enroll_from_reader("alice").status, 201);
+
+    for i in 0..300 {
+        if i == 100 {
+            site.stop_hub();
+        }
+        if i == 200 {
+            site.start_hub(Subscription::Shared("apg-hub"));
+        }
+        let r = a.verify_file("alice", &fvc("101_6"));
+        assert_eq!(
+            r.json["decision"], "accepted",
+            "verification {i}: {}",
+            r.text
+        );
+    }
+    let c = site.wait_events("kiosk-a", "verification", 300, Duration::from_secs(120));
+    assert_eq!(
+        c,
+        (300, 300),
+        "every verification once after the hub's crash"
+    );
+    let history = site
+        .db
+        .count("SELECT count(*) FROM biometric.verification_history", &[]);
+    assert_eq!(history, 300);
+}
