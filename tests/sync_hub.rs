@@ -538,3 +538,45 @@ fn a_hub_killed_under_load_catches_up_without_loss_or_duplicates() {
         .count("SELECT count(*) FROM biometric.verification_history", &[]);
     assert_eq!(history, 300);
 }
+
+#[test]
+fn while_postgresql_refuses_the_hub_nothing_is_acknowledged_and_nothing_lost() {
+    let mut site = Site::start("sync_pg_down", Subscription::Shared("apg-hub"));
+    let a = site.agent("kiosk-a");
+    assert_eq!(a.enroll_from_reader("alice").status, 201);
+    site.wait_events("kiosk-a", "enrollment", 3, Duration::from_secs(30));
+
+    // The database goes away for the hub: no new connections, its sessions cut.
+    let name = site.db.name.clone();
+    site.db
+        .admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    site.db.rows(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        &[],
+    );
+    for i in 0..50 {
+        let r = a.verify_file("alice", &fvc("101_6"));
+        assert_eq!(
+            r.json["decision"], "accepted",
+            "verification {i}: {}",
+            r.text
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(site.events("kiosk-a", "verification").0, 0);
+
+    site.db
+        .admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let c = site.wait_events("kiosk-a", "verification", 50, Duration::from_secs(90));
+    assert_eq!(
+        c,
+        (50, 50),
+        "every verification once when the database is back"
+    );
+    assert!(
+        site.hub_log().contains("PostgreSQL is back"),
+        "{}",
+        site.hub_log()
+    );
+}

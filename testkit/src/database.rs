@@ -56,8 +56,20 @@ impl Database {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
                 Vec::new()
             }
-            Err(e) => panic!("query {sql:?} on {}: {e}", self.name),
+            Err(e) => panic!("query {sql:?} on {}: {}", self.name, describe(&e)),
         }
+    }
+
+    /// Runs `sql` on the server's `postgres` database (for what cannot be done from inside
+    /// this database, such as refusing connections to it).
+    pub fn admin(&mut self, sql: &str) {
+        self.runtime.block_on(async {
+            let admin = connect(ADMIN).await;
+            admin
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql:?}: {}", describe(&e)));
+        });
     }
 
     /// The first column of the first row as a count (0 when there is no row).
@@ -79,6 +91,13 @@ impl Drop for Database {
                 .await;
         });
     }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map_or_else(
+        || e.to_string(),
+        |d| format!("{}: {}", d.severity(), d.message()),
+    )
 }
 
 async fn connect(url: &str) -> Client {
