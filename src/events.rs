@@ -103,7 +103,9 @@ mod tests {
             .unwrap();
         assert!(store.read(|c| crate::store::outbox::ack(c, first)).unwrap());
         store.write(|tx| queue(tx, &origin, health())).unwrap();
-        let rows = store.read(|c| crate::store::outbox::peek(c, 10)).unwrap();
+        let rows = store
+            .read(|c| crate::store::outbox::peek(c, 0, 10))
+            .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].seq, 2);
         let event: serde_json::Value = serde_json::from_str(&rows[0].payload).unwrap();

@@ -43,14 +43,6 @@ impl Site {
         let ca = Authority::new(dir.path(), "site-ca");
         let broker = Broker::start(dir.path(), &ca);
         let db = Database::create(name);
-        let hub = Hub::start(
-            dir.path(),
-            "hub-1",
-            &broker.url(),
-            &db.url(),
-            &ca,
-            subscription,
-        );
         let site_key = dir.path().join("site.key");
         let key: String = (0..32).map(|_| format!("{:02x}", rand_byte())).collect();
         std::fs::write(&site_key, format!("1 {key}\n")).expect("write site key");
@@ -60,16 +52,10 @@ impl Site {
             ca,
             broker,
             db,
-            hub: Some(hub),
+            hub: None,
             site_key,
         };
-        // Until the hub has subscribed, the broker would drop what agents publish.
-        wait_until("the hub to subscribe", Duration::from_secs(30), || {
-            let log = site.broker.log_text();
-            log.lines()
-                .any(|l| l.contains(" hub-1 1 ") && l.ends_with("apg/v1/+/+/event/#"))
-                .then_some(())
-        });
+        site.start_hub(subscription);
         wait_until(
             "the hub to migrate its schema",
             Duration::from_secs(30),
@@ -139,7 +125,8 @@ impl Site {
         self.hub = None;
     }
 
-    /// Starts the hub again and waits until it has subscribed.
+    /// Starts the hub and waits until it has subscribed: until then the broker would drop
+    /// what agents publish.
     fn start_hub(&mut self, subscription: Subscription) {
         let subscribed = |log: &str| {
             log.lines()
@@ -203,6 +190,18 @@ fn rand_byte() -> u8 {
 fn set_mode(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Verifies alice's genuine sample `times` times at `agent`; each must be accepted.
+fn verify_accepted(agent: &AgentProcess, times: usize, when: &str) {
+    for i in 0..times {
+        let r = agent.verify_file("alice", &fvc("101_6"));
+        assert_eq!(
+            r.json["decision"], "accepted",
+            "verification {i} {when}: {}",
+            r.text
+        );
+    }
 }
 
 fn subject_status(agent: &AgentProcess, subject: &str) -> u16 {
@@ -302,14 +301,7 @@ fn verifications_during_a_30_second_broker_outage_arrive_once_and_in_order() {
 
     site.broker.stop();
     let outage = std::time::Instant::now();
-    for i in 0..500 {
-        let r = a.verify_file("alice", &fvc("101_6"));
-        assert_eq!(
-            r.json["decision"], "accepted",
-            "verification {i} during the outage: {}",
-            r.text
-        );
-    }
+    verify_accepted(&a, 500, "during the outage");
     let sync = health_check(&a, "sync");
     assert_eq!(sync["status"], "degraded", "{sync}");
     assert!(
@@ -376,14 +368,7 @@ fn an_agent_killed_while_draining_loses_and_doubles_nothing() {
     assert_eq!(a.enroll_from_reader("alice").status, 201);
 
     site.broker.stop();
-    for i in 0..300 {
-        let r = a.verify_file("alice", &fvc("101_6"));
-        assert_eq!(
-            r.json["decision"], "accepted",
-            "verification {i}: {}",
-            r.text
-        );
-    }
+    verify_accepted(&a, 300, "during the outage");
     let outbox = rusqlite::Connection::open(&a.db).expect("open the agent's database");
     let depth = || -> i64 {
         outbox
@@ -513,20 +498,11 @@ fn a_hub_killed_under_load_catches_up_without_loss_or_duplicates() {
     let a = site.agent("kiosk-a");
     assert_eq!(a.enroll_from_reader("alice").status, 201);
 
-    for i in 0..300 {
-        if i == 100 {
-            site.stop_hub();
-        }
-        if i == 200 {
-            site.start_hub(Subscription::Shared("apg-hub"));
-        }
-        let r = a.verify_file("alice", &fvc("101_6"));
-        assert_eq!(
-            r.json["decision"], "accepted",
-            "verification {i}: {}",
-            r.text
-        );
-    }
+    verify_accepted(&a, 100, "before the crash");
+    site.stop_hub();
+    verify_accepted(&a, 100, "without a hub");
+    site.start_hub(Subscription::Shared("apg-hub"));
+    verify_accepted(&a, 100, "after the restart");
     let c = site.wait_events("kiosk-a", "verification", 300, Duration::from_secs(120));
     assert_eq!(
         c,
@@ -555,14 +531,7 @@ fn while_postgresql_refuses_the_hub_nothing_is_acknowledged_and_nothing_lost() {
          WHERE datname = current_database() AND pid <> pg_backend_pid()",
         &[],
     );
-    for i in 0..50 {
-        let r = a.verify_file("alice", &fvc("101_6"));
-        assert_eq!(
-            r.json["decision"], "accepted",
-            "verification {i}: {}",
-            r.text
-        );
-    }
+    verify_accepted(&a, 50, "while the database refuses the hub");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(site.events("kiosk-a", "verification").0, 0);
 

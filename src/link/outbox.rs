@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use apg_sync::{Outbox, OutboxDepth, OutboxError, OutboxEvent};
 use apg_wire::{Event, EventType};
-use rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use crate::store::Store;
+use crate::store::{outbox, Store};
 
 /// [`Outbox`] over the agent's store.
 #[derive(Debug, Clone)]
@@ -34,38 +33,25 @@ fn failed(operation: &'static str, store: &Store, e: impl std::fmt::Display) -> 
     }
 }
 
-fn read_batch(
-    conn: &Connection,
-    after: i64,
-    max: usize,
-) -> rusqlite::Result<Vec<(i64, String, String)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, id, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![after, max as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
-    rows.collect()
-}
-
 impl Outbox for StoreOutbox {
     fn peek_batch(&self, after: Option<u64>, max: usize) -> Result<Vec<OutboxEvent>, OutboxError> {
         let after = after.map_or(0, |a| a as i64);
+        let limit = u32::try_from(max).unwrap_or(u32::MAX);
         let rows = self
             .store
-            .read(|c| read_batch(c, after, max))
+            .read(|c| outbox::peek(c, after, limit))
             .map_err(|e| failed("read events", &self.store, e))?;
         rows.into_iter()
-            .map(|(seq, id, payload)| {
-                let event: Event = serde_json::from_str(&payload).map_err(|e| {
+            .map(|row| {
+                let event: Event = serde_json::from_str(&row.payload).map_err(|e| {
                     failed(
                         "read events",
                         &self.store,
-                        format!("outbox row {seq} (event {id}) is not a valid event ({e}); restore the database from a backup"),
+                        format!("outbox row {} (event {}) is not a valid event ({e}); restore the database from a backup", row.seq, row.id),
                     )
                 })?;
                 Ok(OutboxEvent {
-                    seq: seq as u64,
+                    seq: row.seq as u64,
                     event_id: event.event_id,
                     occurred_at: event.occurred_at,
                     body: event.body,
@@ -80,45 +66,23 @@ impl Outbox for StoreOutbox {
         }
         self.store
             .write(|tx| {
-                let mut stmt = tx
-                    .prepare_cached("DELETE FROM outbox WHERE id = ?1")
-                    .map_err(|e| self.store.err(e))?;
-                for id in event_ids {
-                    stmt.execute([id.to_string()])
-                        .map_err(|e| self.store.err(e))?;
-                }
-                Ok::<_, crate::store::StoreError>(())
+                event_ids
+                    .iter()
+                    .try_for_each(|id| outbox::ack(tx, *id).map(drop))
             })
             .map_err(|e| failed("acknowledge events", &self.store, e))
     }
 
     fn depth(&self) -> Result<OutboxDepth, OutboxError> {
         self.store
-            .read(|c| {
-                c.query_row(
-                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE event_type <> ?1) FROM outbox",
-                    [EventType::Health.as_str()],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-                )
-            })
-            .map(|(events, records)| OutboxDepth {
-                events: events as u64,
-                records: records as u64,
-            })
+            .read(|c| outbox::depth_and_records(c, EventType::Health.as_str()))
+            .map(|(events, records)| OutboxDepth { events, records })
             .map_err(|e| failed("count events", &self.store, e))
     }
 
     fn discard_superseded(&self, event_type: EventType) -> Result<u64, OutboxError> {
         self.store
-            .write(|tx| {
-                tx.execute(
-                    "DELETE FROM outbox WHERE event_type = ?1 \
-                     AND seq < (SELECT MAX(seq) FROM outbox WHERE event_type = ?1)",
-                    [event_type.as_str()],
-                )
-                .map_err(|e| self.store.err(e))
-            })
-            .map(|n| n as u64)
+            .write(|tx| outbox::discard_superseded(tx, event_type.as_str()))
             .map_err(|e| failed("discard superseded events", &self.store, e))
     }
 }

@@ -38,15 +38,16 @@ pub fn push(
     .map_err(sql)
 }
 
-/// The oldest `limit` events.
-pub fn peek(conn: &Connection, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+/// The oldest `limit` events after position `after` (0: from the first).
+pub fn peek(conn: &Connection, after: i64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
     let mut stmt = conn
-        .prepare(
-            "SELECT seq, id, event_type, payload, created_at FROM outbox ORDER BY seq LIMIT ?1",
+        .prepare_cached(
+            "SELECT seq, id, event_type, payload, created_at FROM outbox \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .map_err(sql)?;
     let rows = stmt
-        .query_map([limit], |r| {
+        .query_map(params![after, limit], |r| {
             let id: String = r.get(1)?;
             Ok(OutboxRow {
                 seq: r.get(0)?,
@@ -62,7 +63,8 @@ pub fn peek(conn: &Connection, limit: u32) -> StoreResult<Vec<OutboxRow>> {
 
 /// Removes an acknowledged event.
 pub fn ack(conn: &Connection, id: Uuid) -> StoreResult<bool> {
-    conn.execute("DELETE FROM outbox WHERE id = ?1", [id.to_string()])
+    conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute([id.to_string()]))
         .map(|n| n > 0)
         .map_err(sql)
 }
@@ -71,6 +73,27 @@ pub fn ack(conn: &Connection, id: Uuid) -> StoreResult<bool> {
 pub fn depth(conn: &Connection) -> StoreResult<u64> {
     conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
         .map_err(sql)
+}
+
+/// Events waiting, and how many of them are not of `snapshot_type` (records, never dropped).
+pub fn depth_and_records(conn: &Connection, snapshot_type: &str) -> StoreResult<(u64, u64)> {
+    conn.query_row(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE event_type <> ?1) FROM outbox",
+        [snapshot_type],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .map_err(sql)
+}
+
+/// Removes every event of `event_type` but the newest; returns how many.
+pub fn discard_superseded(tx: &Transaction<'_>, event_type: &str) -> StoreResult<u64> {
+    tx.execute(
+        "DELETE FROM outbox WHERE event_type = ?1 \
+         AND seq < (SELECT MAX(seq) FROM outbox WHERE event_type = ?1)",
+        [event_type],
+    )
+    .map(|n| n as u64)
+    .map_err(sql)
 }
 
 fn sql(source: rusqlite::Error) -> StoreError {
@@ -94,7 +117,7 @@ mod tests {
                 .write(|tx| push(tx, *id, "verification", &format!("{{\"n\":{i}}}"), "t"))
                 .unwrap();
         }
-        let rows = store.read(|c| peek(c, 10)).unwrap();
+        let rows = store.read(|c| peek(c, 0, 10)).unwrap();
         assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
         assert!(store.read(|c| ack(c, ids[0])).unwrap());
         assert!(
