@@ -4,6 +4,7 @@
 //! [`replay::ReplayTransport`].
 #![warn(missing_docs)]
 
+pub mod driver;
 pub mod provider;
 pub mod recording;
 pub mod replay;

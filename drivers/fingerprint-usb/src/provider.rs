@@ -10,11 +10,11 @@ use apg_device::{
     DeviceState, FaultKind, HotplugEvent, Sample, Transport,
 };
 
+use crate::driver::{ReaderDriver, StartDriver};
 use crate::transport::UsbTransport;
-use crate::uru4000::Uru4000;
 
 /// One supported reader model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct DriverEntry {
     /// Driver name.
     pub driver: &'static str,
@@ -26,6 +26,20 @@ pub struct DriverEntry {
     pub model: &'static str,
     /// Interface to claim.
     pub interface: u8,
+    /// Binds the driver to a claimed transport.
+    pub start: StartDriver,
+}
+
+impl std::fmt::Debug for DriverEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverEntry")
+            .field("driver", &self.driver)
+            .field("vendor_id", &format_args!("{:04x}", self.vendor_id))
+            .field("product_id", &format_args!("{:04x}", self.product_id))
+            .field("model", &self.model)
+            .field("interface", &self.interface)
+            .finish()
+    }
 }
 
 /// Every USB reader this crate drives. The udev rules are generated from this table.
@@ -35,6 +49,7 @@ pub const DRIVERS: &[DriverEntry] = &[DriverEntry {
     product_id: 0x000a,
     model: "DigitalPersona U.are.U 4500",
     interface: 0,
+    start: crate::uru4000::start,
 }];
 
 /// Looks up the table entry of a vendor/product pair.
@@ -176,7 +191,7 @@ impl DeviceProvider for UsbProvider {
         let usb = (self.opener)(&loc, &entry)?;
         Ok(Box::new(UsbReader {
             info: info_for(&entry, &loc),
-            driver: Uru4000::new(id, usb),
+            driver: (entry.start)(id, usb),
         }))
     }
 
@@ -198,7 +213,7 @@ impl DeviceProvider for UsbProvider {
 /// An opened reader.
 pub struct UsbReader {
     info: DeviceInfo,
-    driver: Uru4000<Box<dyn UsbTransport>>,
+    driver: Box<dyn ReaderDriver>,
 }
 
 impl CaptureDevice for UsbReader {

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use apg_device::{CancelToken, CaptureError, FaultKind, FingerprintImage, RetryReason};
 
+use crate::driver::ReaderDriver;
 use crate::transport::{Setup, UsbError, UsbTransport};
 
 const REG_HWSTAT: u16 = 0x07;
@@ -238,6 +239,25 @@ impl<T: UsbTransport> Uru4000<T> {
         self.usb
             .release()
             .map_err(self.err("releasing the interface"))
+    }
+}
+
+/// [`crate::driver::StartDriver`] for the driver table.
+pub fn start(id: &str, usb: Box<dyn UsbTransport>) -> Box<dyn ReaderDriver> {
+    Box::new(Uru4000::new(id, usb))
+}
+
+impl<T: UsbTransport> ReaderDriver for Uru4000<T> {
+    fn capture_image(
+        &mut self,
+        cancel: &CancelToken,
+        timeout: Duration,
+    ) -> Result<FingerprintImage, CaptureError> {
+        Uru4000::capture_image(self, cancel, timeout)
+    }
+
+    fn release(&mut self) -> Result<(), CaptureError> {
+        Uru4000::release(self)
     }
 }
 
