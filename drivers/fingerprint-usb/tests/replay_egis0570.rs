@@ -55,6 +55,9 @@ fn egis0570_replay_matches_capture_png() {
         "driver skipped recorded transfers"
     );
     let (w, h, want) = load_png_gray(&recordings().join("egis0570/capture.png"));
+    if let Some(p) = std::env::var_os("EGIS_DUMP") {
+        std::fs::write(p, &img.pixels).expect("dump");
+    }
     assert_eq!((img.width, img.height), (w, h));
     assert_eq!(img.dpi, 500);
     let diff = img.pixels.iter().zip(&want).filter(|(a, b)| a != b).count();

@@ -173,34 +173,34 @@ fn best_overlap(a: &[u8], b: &[u8]) -> (u32, Option<(i32, i32)>) {
     (best, found)
 }
 
-/// One estimation pass over all strips; returns the mean best error.
+/// One estimation pass over all strips; returns the summed best error divided by the number
+/// of strips.
 ///
-/// Forward: each strip is matched against the one before it and the offset is stored on the
-/// earlier strip (the first comparison is the first strip with itself). Reverse: the earlier
-/// strip is matched against the later one and the negated offset is stored on the later strip.
+/// Every strip after the first is matched against the one before it and gets the offset
+/// that places it relative to its predecessor. Forward: the later strip's row `r` lies on
+/// the earlier strip's row `r + dy` (the finger moves towards row 0). Reverse: the other
+/// way round, stored negated. An offset is only replaced when the search beats its initial
+/// bound.
 fn estimation_pass(strips: &mut [Strip<'_>], reverse: bool) -> u32 {
     let mut total: u64 = 0;
-    for i in 0..strips.len() {
-        let prev = i.saturating_sub(1);
+    for i in 1..strips.len() {
+        let (earlier, later) = (strips[i - 1].px, strips[i].px);
+        let (err, found) = if reverse {
+            best_overlap(earlier, later)
+        } else {
+            best_overlap(later, earlier)
+        };
+        if let Some((dx, dy)) = found {
+            strips[i].dx = dx;
+            strips[i].dy = dy;
+        }
         if reverse {
-            let (err, found) = best_overlap(strips[prev].px, strips[i].px);
-            if let Some((dx, dy)) = found {
-                strips[i].dx = dx;
-                strips[i].dy = dy;
-            }
             strips[i].dx = -strips[i].dx;
             strips[i].dy = -strips[i].dy;
-            total += u64::from(err);
-        } else {
-            let (err, found) = best_overlap(strips[i].px, strips[prev].px);
-            if let Some((dx, dy)) = found {
-                strips[prev].dx = dx;
-                strips[prev].dy = dy;
-            }
-            total += u64::from(err);
         }
+        total += u64::from(err);
     }
-    (total / strips.len().max(1) as u64) as u32
+    (total / strips.len() as u64) as u32
 }
 
 /// The assembled canvas before scaling.
@@ -267,8 +267,7 @@ pub fn assemble(strips: &[Vec<u8>]) -> Result<Canvas, String> {
             dy: 0,
         })
         .collect();
-    // Forward, then reverse; forward again if it was better (the offsets of the last pass
-    // stay, including those a pass did not overwrite).
+    // Forward, then reverse; forward again if it was better.
     let forward = estimation_pass(&mut st, false) as i32;
     let reverse = estimation_pass(&mut st, true) as i32;
     if forward < reverse {
@@ -288,6 +287,8 @@ pub fn assemble(strips: &[Vec<u8>]) -> Result<Canvas, String> {
         px: vec![0; CANVAS_WIDTH * height],
         flipped: !upward,
     };
+    // Downward movement starts at the top, upward at the bottom; each strip is placed at its
+    // predecessor's position plus its own offset, later strips covering earlier ones.
     let mut y = if upward {
         (height - STRIP_ROWS) as i32
     } else {
@@ -295,15 +296,9 @@ pub fn assemble(strips: &[Vec<u8>]) -> Result<Canvas, String> {
     };
     let mut x = ((CANVAS_WIDTH - FRAME_WIDTH) / 2) as i32;
     for s in &st {
-        if upward {
-            y += s.dy;
-            x += s.dx;
-        }
+        y += s.dy;
+        x += s.dx;
         blit(&mut canvas, s.px, x, y);
-        if !upward {
-            y += s.dy;
-            x += s.dx;
-        }
     }
     Ok(canvas)
 }
