@@ -26,7 +26,11 @@ fn transfers() -> Vec<Transfer> {
         .into_iter()
         .filter(|t| !(t.kind == Kind::Control && t.setup.is_some_and(|s| s[..2] == [0x80, 0x00])))
         .collect();
-    assert_eq!(before - kept.len(), 2, "expected exactly two kernel GET_STATUS");
+    assert_eq!(
+        before - kept.len(),
+        2,
+        "expected exactly two kernel GET_STATUS"
+    );
     kept
 }
 
@@ -55,9 +59,6 @@ fn egis0570_replay_matches_capture_png() {
         "driver skipped recorded transfers"
     );
     let (w, h, want) = load_png_gray(&recordings().join("egis0570/capture.png"));
-    if let Some(p) = std::env::var_os("EGIS_DUMP") {
-        std::fs::write(p, &img.pixels).expect("dump");
-    }
     assert_eq!((img.width, img.height), (w, h));
     assert_eq!(img.dpi, 500);
     let diff = img.pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
@@ -96,7 +97,10 @@ fn egis0570_stall_on_a_command_names_the_step() {
         .status = -32;
     let err = capture(t).expect_err("stall");
     let text = err.to_string();
-    assert!(text.contains("configuring the sensor") && text.contains("stalled"), "{text}");
+    assert!(
+        text.contains("configuring the sensor") && text.contains("stalled"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -110,10 +114,20 @@ fn egis0570_babble_from_an_oversized_read() {
 #[test]
 fn egis0570_truncated_read_is_invalid_data() {
     let mut t = transfers();
-    image_reads(&mut t).nth(45).expect("read").in_data.truncate(20_000);
+    image_reads(&mut t)
+        .nth(45)
+        .expect("read")
+        .in_data
+        .truncate(20_000);
     let err = capture(t).expect_err("short read");
     assert!(
-        matches!(err, CaptureError::Fault { kind: FaultKind::InvalidData, .. }),
+        matches!(
+            err,
+            CaptureError::Fault {
+                kind: FaultKind::InvalidData,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("20000 of 32512"), "{err}");
@@ -129,7 +143,13 @@ fn egis0570_garbage_answer_is_a_protocol_error() {
     answer.in_data = b"XXXX\x20\x3f\x01".to_vec();
     let err = capture(t).expect_err("garbage");
     assert!(
-        matches!(err, CaptureError::Fault { kind: FaultKind::Protocol, .. }),
+        matches!(
+            err,
+            CaptureError::Fault {
+                kind: FaultKind::Protocol,
+                ..
+            }
+        ),
         "{err}"
     );
     let mut t = transfers();

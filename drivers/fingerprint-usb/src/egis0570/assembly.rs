@@ -3,9 +3,9 @@
 //! consecutive strips by exhaustive search, blitting onto a wider canvas, a 2× bilinear
 //! upscale, then flips and inversion. See the egis0570 section of PROTOCOL.md.
 //!
-//! Every step reproduces the reference's integer arithmetic, including its quirks (which strip
-//! a forward-estimated offset is stored on, the clipping of strips that leave the canvas), so
-//! that the result is identical pixel for pixel.
+//! Every step reproduces the reference's integer arithmetic (error normalisation, first-best
+//! tie breaking, the clipping of strips that leave the canvas, pixman's 7-bit bilinear
+//! weights), so that the result is identical pixel for pixel.
 
 /// Width of one sensor frame in pixels.
 pub const FRAME_WIDTH: usize = 114;
@@ -146,10 +146,7 @@ fn overlap_error(a: &[u8], b: &[u8], dx: i32, dy: i32) -> u32 {
     for r in 0..oh {
         let ra = (r * w + ax) as usize;
         let rb = ((r + dy) * w + bx) as usize;
-        for (p, q) in a[ra..ra + ow as usize]
-            .iter()
-            .zip(&b[rb..rb + ow as usize])
-        {
+        for (p, q) in a[ra..ra + ow as usize].iter().zip(&b[rb..rb + ow as usize]) {
             err += u32::from(p.abs_diff(*q));
         }
     }
@@ -234,10 +231,8 @@ fn blit(canvas: &mut Canvas, s: &[u8], x: i32, y: i32) {
     while fy < height {
         let (mut ix, mut fx) = (ix0, fx0);
         while fx < width {
-            let (Ok(d), Ok(sidx)) = (
-                usize::try_from(ix + iy * cw),
-                usize::try_from(fx + fy * fw),
-            ) else {
+            let (Ok(d), Ok(sidx)) = (usize::try_from(ix + iy * cw), usize::try_from(fx + fy * fw))
+            else {
                 return;
             };
             if let (Some(dst), Some(&v)) = (canvas.px.get_mut(d), s.get(sidx)) {
@@ -381,13 +376,60 @@ mod tests {
         assert!(err < 400, "{err}");
     }
 
+    /// Cuts strips out of a tall random picture at known offsets and checks that the
+    /// estimation finds them and the canvas shows the picture again.
+    fn assemble_synthetic(upward: bool) {
+        let rows = 120;
+        let mut big = Vec::new();
+        for r in 0..rows {
+            big.extend(strip(r as u32 + 1)[..FRAME_WIDTH].iter().copied());
+        }
+        let steps = [3, 5, 2, 7, 4, 9, 3, 6];
+        let mut offsets = vec![0usize];
+        for s in steps {
+            offsets.push(offsets.last().copied().unwrap_or(0) + s);
+        }
+        let mut strips: Vec<Vec<u8>> = offsets
+            .iter()
+            .map(|&o| big[o * FRAME_WIDTH..(o + STRIP_ROWS) * FRAME_WIDTH].to_vec())
+            .collect();
+        if upward {
+            strips.reverse();
+        }
+        let c = assemble(&strips).expect("assembles");
+        let span = offsets.last().copied().unwrap_or(0) + STRIP_ROWS;
+        assert_eq!(c.height, span);
+        assert_eq!(c.flipped, !upward);
+        let left = (CANVAS_WIDTH - FRAME_WIDTH) / 2;
+        for r in 0..span {
+            assert_eq!(
+                &c.px[r * CANVAS_WIDTH + left..r * CANVAS_WIDTH + left + FRAME_WIDTH],
+                &big[r * FRAME_WIDTH..(r + 1) * FRAME_WIDTH],
+                "row {r}"
+            );
+            assert!(c.px[r * CANVAS_WIDTH..r * CANVAS_WIDTH + left]
+                .iter()
+                .all(|&v| v == 0));
+        }
+    }
+
+    #[test]
+    fn strips_moving_down_are_reassembled() {
+        assemble_synthetic(false);
+    }
+
+    #[test]
+    fn strips_moving_up_are_reassembled() {
+        assemble_synthetic(true);
+    }
+
     #[test]
     fn upscale_weights_and_zero_border() {
         let src = [100u8, 200, 40, 80];
         let out = upscale(&src, 2, 2);
         assert_eq!(out.len(), 16);
         // Corner: 9/16 of the source pixel, the rest outside (0).
-        assert_eq!(out[0], (100 * 192 * 192 >> 16) as u8);
+        assert_eq!(out[0], ((100 * 192 * 192) >> 16) as u8);
         // Output (2, 1) samples source (0.75, 0.25): weights 3/4 right, 1/4 down.
         let v = (100 * 64 * 192 + 200 * 192 * 192 + 40 * 64 * 64 + 80 * 192 * 64) >> 16;
         assert_eq!(out[4 + 2], v as u8);

@@ -183,8 +183,7 @@ impl<T: UsbTransport> Egis0570<T> {
         let started = Instant::now();
         let deadline = started + timeout;
         let first = self.init()?;
-        let bg = assembly::background(&first)
-            .map_err(|d| self.fault(FaultKind::InvalidData, d))?;
+        let bg = assembly::background(&first).map_err(|d| self.fault(FaultKind::InvalidData, d))?;
         let mut strips: Vec<Vec<u8>> = Vec::new();
         loop {
             if cancel.is_cancelled() {
