@@ -61,12 +61,13 @@ const INIT_REGS: [(u8, u8); 20] = [
     (0x13, 0x71),
     (0x03, 0x80),
 ];
-/// Register 0x02 is the capture control: 0x0f idle/arm, 0x2f start.
+/// Register 0x02 appears to be the capture control: 0x0f arm, 0x2f start (meanings inferred
+/// from the traffic, not documented).
 const REG_CAPTURE: u8 = 0x02;
 const CAPTURE_ARM: u8 = 0x0f;
 const CAPTURE_START: u8 = 0x2f;
-/// The read-register request carries this placeholder value in the first session packet
-/// and the arm value before later reads.
+/// The read-register request of the configuration carries this argument; the one before
+/// later reads carries the arm value. The device ignores it as far as the traffic shows.
 const READ_PLACEHOLDER_FIRST: u8 = 0x80;
 
 fn packet(op: u8, a: u8, b: u8) -> [u8; PACKET_LEN] {
