@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod driver;
+pub mod egis0570;
 pub mod provider;
 pub mod recording;
 pub mod replay;
