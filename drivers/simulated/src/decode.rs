@@ -90,10 +90,21 @@ fn fingerprint(bytes: &[u8], path: &Path, dpi: u16) -> Result<FingerprintImage, 
         .ok_or_else(|| invalid(path, "image", "size mismatch"))
 }
 
+/// Decodes a still photo upright: phone and camera JPEGs often store the sensor's raster and
+/// an EXIF orientation tag, and a face on its side fails detection and head-pose quality.
 fn still(bytes: &[u8], path: &Path) -> Result<VideoFrame, DecodeError> {
-    let img = image::load_from_memory(bytes)
+    let mut decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
         .map_err(|e| invalid(path, "image", e))?
-        .into_rgb8();
+        .into_decoder()
+        .map_err(|e| invalid(path, "image", e))?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder).ok();
+    let mut img =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| invalid(path, "image", e))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    let img = img.into_rgb8();
     let (w, h) = img.dimensions();
     VideoFrame::new(w, h, PixelFormat::Rgb8, img.into_raw())
         .ok_or_else(|| invalid(path, "image", "size mismatch"))
