@@ -763,4 +763,98 @@ mod tests {
             "decode_image has no way to fetch a second key"
         );
     }
+
+    /// A scripted sensor: stays in low-power mode until it has been authenticated (when it
+    /// wants that) and never sends the scan-power event.
+    struct Silent {
+        hwstat: u8,
+        wants_auth: bool,
+        challenge: [u8; 16],
+        authed: bool,
+        power_writes: usize,
+    }
+
+    impl UsbTransport for Silent {
+        fn control_in(&mut self, s: Setup, len: usize, _: Duration) -> Result<Vec<u8>, UsbError> {
+            Ok(match s.value {
+                REG_HWSTAT if self.wants_auth && !self.authed => vec![self.hwstat | 0x80],
+                REG_HWSTAT => vec![self.hwstat],
+                REG_AUTH_CHALLENGE => self.challenge.to_vec(),
+                _ => vec![0; len],
+            })
+        }
+        fn control_out(&mut self, s: Setup, data: &[u8], _: Duration) -> Result<(), UsbError> {
+            match s.value {
+                REG_HWSTAT if data[0] & 0x80 == 0 => self.power_writes += 1,
+                REG_AUTH_RESPONSE => {
+                    // AES-128-ECB of the challenge under the MSv2 key (checked with openssl).
+                    self.authed = data
+                        == [
+                            0x32, 0x93, 0x51, 0x37, 0x1e, 0x4a, 0xdf, 0xb1, 0xf3, 0x5f, 0x09, 0xf3,
+                            0x29, 0xc6, 0xab, 0x46,
+                        ]
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+        fn bulk_in(&mut self, ep: u8, _: usize, _: Duration) -> Result<Vec<u8>, UsbError> {
+            Err(UsbError::Timeout(ep))
+        }
+        fn bulk_out(&mut self, ep: u8, _: &[u8], _: Duration) -> Result<(), UsbError> {
+            Err(UsbError::Stall(ep))
+        }
+        fn interrupt_in(&mut self, ep: u8, _: usize, _: Duration) -> Result<Vec<u8>, UsbError> {
+            std::thread::sleep(Duration::from_millis(5));
+            Err(UsbError::Timeout(ep))
+        }
+        fn release(&mut self) -> Result<(), UsbError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn authenticated_power_up_without_scan_power_gives_up_after_three_tries() {
+        let usb = Silent {
+            hwstat: 0x03,
+            wants_auth: true,
+            // The challenge of the MSv2 recording.
+            challenge: [
+                0x4d, 0xae, 0x5a, 0x0b, 0x12, 0x47, 0xa8, 0x6c, 0x9f, 0xbf, 0x29, 0xfd, 0xcc, 0x17,
+                0x8a, 0x74,
+            ],
+            authed: false,
+            power_writes: 0,
+        };
+        let mut dev = Uru4000::with_variant("silent", usb, MSV2);
+        let err = dev
+            .capture_image(&CancelToken::new(), Duration::from_secs(30))
+            .expect_err("no scan power");
+        let text = err.to_string();
+        assert!(
+            text.contains("silent") && text.contains("scan-power"),
+            "{text}"
+        );
+        assert!(dev.transport().authed, "the response was wrong");
+        // First power-up: refused, authenticate, accepted; then twice accepted at once.
+        assert_eq!(dev.transport().power_writes, 4);
+    }
+
+    #[test]
+    fn cancel_ends_the_scan_power_wait() {
+        let usb = Silent {
+            hwstat: 0x01,
+            wants_auth: false,
+            challenge: [0; 16],
+            authed: false,
+            power_writes: 0,
+        };
+        let mut dev = Uru4000::new("silent", usb);
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let err = dev
+            .capture_image(&cancel, Duration::from_secs(30))
+            .expect_err("cancelled");
+        assert!(matches!(err, CaptureError::Cancelled { .. }), "{err}");
+    }
 }
