@@ -46,11 +46,19 @@ impl std::fmt::Debug for DriverEntry {
 pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         driver: "uru4000",
-        vendor_id: 0x05ba,
-        product_id: 0x000a,
-        model: "DigitalPersona U.are.U 4500",
+        vendor_id: crate::uru4000::URU4500.vendor_id,
+        product_id: crate::uru4000::URU4500.product_id,
+        model: crate::uru4000::URU4500.model,
         interface: 0,
         start: crate::uru4000::start,
+    },
+    DriverEntry {
+        driver: "uru4000",
+        vendor_id: crate::uru4000::MSV2.vendor_id,
+        product_id: crate::uru4000::MSV2.product_id,
+        model: crate::uru4000::MSV2.model,
+        interface: 0,
+        start: crate::uru4000::start_msv2,
     },
     DriverEntry {
         driver: "egis0570",

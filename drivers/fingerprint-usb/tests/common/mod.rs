@@ -1,10 +1,11 @@
-//! Helpers shared by the replay tests: locating the recordings, loading reference PNGs,
-//! comparing images.
+//! Helpers shared by the replay tests: locating the recordings, reading capture.png, NCC.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-/// `<shared>/data/usb-recordings`, from `APG_SHARED_DIR` or the main checkout's sibling.
+use apg_fp_usb::recording::{device_address, read_pcapng_device, Transfer};
+
+/// `<shared>/data/usb-recordings` (`APG_SHARED_DIR`, else the main checkout's `../shared`).
 pub fn recordings() -> PathBuf {
     let base = std::env::var_os("APG_SHARED_DIR")
         .map(PathBuf::from)
@@ -18,7 +19,15 @@ pub fn recordings() -> PathBuf {
     dir
 }
 
-/// Width, height and first-channel samples of a PNG.
+/// The transfers of the reader in `<recordings>/<name>/capture.pcapng` (the bus and device
+/// number come from the recording's `device` file).
+pub fn transfers(name: &str) -> Vec<Transfer> {
+    let dir = recordings().join(name);
+    let addr = device_address(&dir.join("device")).expect("device file names the reader");
+    read_pcapng_device(&dir.join("capture.pcapng"), Some(addr)).expect("recording parses")
+}
+
+/// A PNG as 8-bit gray (first channel).
 pub fn load_png_gray(path: &Path) -> (u32, u32, Vec<u8>) {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut r = png::Decoder::new(f).read_info().expect("png header");
@@ -42,4 +51,9 @@ pub fn ncc(a: &[u8], b: &[u8]) -> f64 {
         sb += dy * dy;
     }
     s / (sa * sb).sqrt()
+}
+
+/// Pixels that differ between two equally sized images.
+pub fn differing(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
 }
