@@ -408,7 +408,7 @@ impl<P: Port> ZhiantecModule<P> {
     /// new rate. `baud` must be N × 9600 with N in 1..=12.
     pub fn set_baud(&mut self, baud: u32) -> Result<(), ModuleError> {
         let during = format!("setting the baud rate to {baud}");
-        if baud % 9600 != 0 || !(MIN_BAUD..=MAX_BAUD).contains(&baud) {
+        if !baud.is_multiple_of(9600) || !(MIN_BAUD..=MAX_BAUD).contains(&baud) {
             return Err(self.err(
                 &during,
                 ErrorKind::InvalidArgument(format!(
