@@ -744,3 +744,104 @@ fn serve(mut master: File, state: &Mutex<ModuleState>, stop: &AtomicBool, startu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(s: &mut ModuleState, payload: &[u8]) -> Vec<Packet> {
+        let out = s.handle(Packet::command(DEFAULT_ADDRESS, payload.to_vec()));
+        let mut f = Framer::new();
+        for c in &out {
+            f.push(c);
+        }
+        let mut v = vec![];
+        while let Ok(Some(p)) = f.next_packet() {
+            v.push(p);
+        }
+        v
+    }
+
+    #[test]
+    fn password_is_required_before_work_when_one_is_set() {
+        let mut s = ModuleState::new(
+            EmulatorConfig {
+                password: 9,
+                ..EmulatorConfig::default()
+            },
+            image::synthetic_ridges(1),
+        );
+        assert_eq!(cmd(&mut s, &[ins::TEMPLATE_NUM])[0].payload[0], 0x21);
+        assert_eq!(cmd(&mut s, &[ins::VFY_PWD, 0, 0, 0, 8])[0].payload[0], 0x13);
+        assert_eq!(cmd(&mut s, &[ins::VFY_PWD, 0, 0, 0, 9])[0].payload[0], 0x00);
+        assert_eq!(cmd(&mut s, &[ins::TEMPLATE_NUM])[0].payload, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn packets_for_another_address_are_ignored() {
+        let mut s = ModuleState::new(EmulatorConfig::default(), image::synthetic_ridges(1));
+        assert!(s
+            .handle(Packet::command(0x1234, vec![ins::TEMPLATE_NUM]))
+            .is_empty());
+    }
+
+    #[test]
+    fn upload_is_an_ack_then_data_packets_of_the_packet_size() {
+        let mut s = ModuleState::new(EmulatorConfig::default(), image::synthetic_ridges(1));
+        assert_eq!(
+            cmd(&mut s, &[ins::UP_IMAGE])[0].payload[0],
+            0x0F,
+            "no image yet"
+        );
+        assert_eq!(cmd(&mut s, &[ins::GEN_IMG])[0].payload[0], 0x00);
+        let ps = cmd(&mut s, &[ins::UP_IMAGE]);
+        assert_eq!(ps.len(), 1 + image::PACKED_LEN / 128);
+        assert!(ps[1..ps.len() - 1]
+            .iter()
+            .all(|p| p.pid == Pid::Data && p.payload.len() == 128));
+        assert_eq!(ps.last().map(|p| p.pid), Some(Pid::EndData));
+    }
+
+    #[test]
+    fn the_finger_script_lifts_between_presentations() {
+        let mut s = ModuleState::new(
+            EmulatorConfig {
+                absent_polls: 2,
+                ..EmulatorConfig::default()
+            },
+            image::synthetic_ridges(1),
+        );
+        let seen: Vec<bool> = (0..7).map(|_| s.finger_present()).collect();
+        assert_eq!(seen, [false, false, true, false, false, true, false]);
+    }
+
+    #[test]
+    fn png_and_pgm_images_load_and_fit() {
+        let dir = std::env::temp_dir().join(format!("apg-fp-serial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (w, h) = (300u32, 200u32);
+        let px: Vec<u8> = (0..w * h).map(|i| (i % 251) as u8).collect();
+        let png_path = dir.join("f.png");
+        {
+            let f = File::create(&png_path).unwrap();
+            let mut e = png::Encoder::new(f, w, h);
+            e.set_color(png::ColorType::Grayscale);
+            e.set_depth(png::BitDepth::Eight);
+            e.write_header().unwrap().write_image_data(&px).unwrap();
+        }
+        let mut pgm = format!("P5\n# test\n{w} {h}\n255\n").into_bytes();
+        pgm.extend_from_slice(&px);
+        let pgm_path = dir.join("f.pgm");
+        std::fs::write(&pgm_path, &pgm).unwrap();
+        let a = load_image(&png_path).unwrap();
+        let b = load_image(&pgm_path).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, image::fit(w as usize, h as usize, &px));
+        assert!(load_image(&dir.join("missing.png"))
+            .unwrap_err()
+            .contains("missing.png"));
+        std::fs::write(dir.join("bad.png"), b"not an image").unwrap();
+        assert!(load_image(&dir.join("bad.png")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

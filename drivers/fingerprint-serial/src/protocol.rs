@@ -180,7 +180,7 @@ pub enum FrameError {
     #[error("unknown packet identifier {0:#04x}")]
     UnknownPid(u8),
     /// The stream stopped in the middle of a packet.
-    #[error("packet cut short: {got} of {want} bytes arrived")]
+    #[error("packet cut short: {got} of {want} bytes arrived (the module stopped mid-packet: a restart, a loose cable or a baud rate mismatch)")]
     Truncated {
         /// Bytes received.
         got: usize,
