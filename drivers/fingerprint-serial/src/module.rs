@@ -674,6 +674,27 @@ impl<P: Port> ZhiantecModule<P> {
         }
     }
 
+    /// Compares char buffers 1 and 2 (Match): the score when they match, `None` when not.
+    pub fn match_buffers(&mut self) -> Result<Option<u16>, ModuleError> {
+        let during = "comparing char buffers 1 and 2 (Match)";
+        let (c, rest) = self.command(vec![ins::MATCH], during)?;
+        match c {
+            Confirmation::Ok if rest.len() >= 2 => Ok(Some(u16::from_be_bytes([rest[0], rest[1]]))),
+            Confirmation::Ok => Err(self.short(during, 2, rest.len())),
+            Confirmation::NoMatch => Ok(None),
+            other => Err(self.fail(during, ErrorKind::Rejected(other))),
+        }
+    }
+
+    /// Loads the template at library page `page` into char buffer `buffer` (LoadChar).
+    pub fn load_char(&mut self, buffer: u8, page: u16) -> Result<(), ModuleError> {
+        let during = format!("loading page {page} into char buffer {buffer} (LoadChar)");
+        self.check_buffer(buffer, &during)?;
+        let [hi, lo] = page.to_be_bytes();
+        self.command_ok(vec![ins::LOAD_CHAR, buffer, hi, lo], &during)
+            .map(drop)
+    }
+
     /// Deletes `count` templates from page `page` on (DeleteChar).
     pub fn delete(&mut self, page: u16, count: u16) -> Result<(), ModuleError> {
         let during = format!("deleting {count} templates from page {page} (DeleteChar)");

@@ -154,8 +154,21 @@ fn enroll_search_count_delete_empty() {
     let e = m.reg_model().expect_err("different fingers");
     assert_eq!(e.confirmation(), Some(Confirmation::EnrollMismatch));
 
+    assert_eq!(
+        m.match_buffers().unwrap(),
+        None,
+        "different fingers do not match"
+    );
+
     m.store(2, 8).unwrap();
     assert_eq!(m.template_count().unwrap(), 2);
+    // Page 8 (image 1) loaded next to a fresh extraction of image 1 matches 1:1.
+    m.load_char(2, 8).unwrap();
+    m.wait_finger(&cancel, t).unwrap();
+    m.img2tz(1).unwrap();
+    assert!(m.match_buffers().unwrap().is_some());
+    let e = m.load_char(1, 150).expect_err("empty page");
+    assert_eq!(e.confirmation(), Some(Confirmation::ReadTemplate));
     m.delete(7, 1).unwrap();
     assert_eq!(m.template_count().unwrap(), 1);
     let e = m.store(1, 5000).expect_err("page beyond the library");
