@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// Reading or writing the port failed.
     #[error("serial I/O failed: {0}")]
     Io(#[source] std::io::Error),
+    /// The module refused the configured password (confirmation code 0x13).
+    #[error("the module refused the configured password (code 0x13): set `password` in this module's entry of the agent configuration to the module's password")]
+    WrongPassword,
     /// The module answered with a confirmation code other than success.
     #[error("the module refused: {0}")]
     Rejected(Confirmation),
@@ -64,6 +67,7 @@ impl ModuleError {
     pub fn confirmation(&self) -> Option<Confirmation> {
         match self.kind {
             ErrorKind::Rejected(c) => Some(c),
+            ErrorKind::WrongPassword => Some(Confirmation::WrongPassword),
             _ => None,
         }
     }
@@ -96,7 +100,9 @@ impl ModuleError {
             }
             ErrorKind::Closed => FaultKind::Disconnected,
             ErrorKind::Frame(_) => FaultKind::InvalidData,
-            ErrorKind::Rejected(_) | ErrorKind::Unexpected(_) => FaultKind::Protocol,
+            ErrorKind::Rejected(_) | ErrorKind::Unexpected(_) | ErrorKind::WrongPassword => {
+                FaultKind::Protocol
+            }
             ErrorKind::InvalidArgument(_) => FaultKind::Unsupported,
             ErrorKind::Timeout { .. } | ErrorKind::Reset | ErrorKind::Io(_) => FaultKind::Io,
         };

@@ -372,14 +372,7 @@ impl<P: Port> ZhiantecModule<P> {
         let (c, _) = self.exchange(payload, during)?;
         match c {
             Confirmation::Ok => Ok(()),
-            Confirmation::WrongPassword => Err(self.fail(
-                during,
-                ErrorKind::Unexpected(
-                    "the module rejected the configured password (code 0x13): set `password` \
-                     in the agent configuration to the module's password"
-                        .into(),
-                ),
-            )),
+            Confirmation::WrongPassword => Err(self.fail(during, ErrorKind::WrongPassword)),
             other => Err(self.fail(during, ErrorKind::Rejected(other))),
         }
     }

@@ -55,12 +55,15 @@ fn wrong_password_is_a_clear_error_naming_the_port() {
     });
     let mut m = open(&emu, settings());
     let e = m.connect().expect_err("password 0 must be refused");
+    assert!(matches!(e.kind, ErrorKind::WrongPassword), "{e}");
+    assert_eq!(e.confirmation(), Some(Confirmation::WrongPassword));
     let msg = e.to_string();
     assert!(msg.contains("password"), "{msg}");
     assert!(msg.contains(emu.path().to_str().unwrap()), "{msg}");
     // Without a verified password the module refuses work, and the driver keeps saying why.
     let e = m.template_count().expect_err("still refused");
-    assert!(e.to_string().contains("password"), "{e}");
+    assert!(matches!(e.kind, ErrorKind::WrongPassword), "{e}");
+    assert!(m.is_out_of_sync(), "every call tries the password again");
 }
 
 #[test]
