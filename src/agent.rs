@@ -177,13 +177,14 @@ impl Agent {
     pub fn apply_config(&self, new: Config) -> Result<Vec<String>, StartError> {
         let old = self.config();
         let mut needs_restart = Vec::new();
-        let checks: [(&str, bool); 6] = [
+        let checks: [(&str, bool); 7] = [
             ("storage", old.storage != new.storage),
             ("keys", old.keys != new.keys),
             ("api", old.api != new.api),
             ("performance", old.performance != new.performance),
             ("monitoring", old.monitoring != new.monitoring),
             ("sync", old.sync != new.sync || old.agent != new.agent),
+            ("devices.serial", old.devices.serial != new.devices.serial),
         ];
         for (section, changed) in checks {
             if changed {

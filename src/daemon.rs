@@ -87,7 +87,8 @@ async fn serve(
     }
     let start_config = config.clone();
     let agent = tokio::task::spawn_blocking(move || {
-        Agent::start(start_config, master, crate::hardware::providers(), &status)
+        let hardware = crate::hardware::providers(&start_config.devices);
+        Agent::start(start_config, master, hardware, &status)
     })
     .await?
     .context("agent start failed")?;

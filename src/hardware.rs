@@ -1,14 +1,31 @@
 //! Real capture hardware: the USB fingerprint readers of `apg-fp-usb`, followed through libusb
-//! hotplug so that readers plugged in or out at run time are added and removed.
+//! hotplug so that readers plugged in or out at run time are added and removed, and the serial
+//! fingerprint modules of `apg-fp-serial` listed in `devices.serial`.
 
 use std::sync::Arc;
 
 use apg_device::DeviceProvider;
+use apg_fp_serial::SerialProvider;
 use apg_fp_usb::provider::{libusb_hotplug, rusb_opener, UsbProvider};
 
-/// Providers of the real readers found on this machine. A machine without USB access (no
-/// libusb context, no hotplug support) gets none, with a warning saying why.
-pub fn providers() -> Vec<Arc<dyn DeviceProvider>> {
+use crate::config::Devices;
+
+/// Providers of the real capture hardware: USB readers found on this machine and the
+/// configured serial modules. Configuration validation has already refused duplicate ids.
+pub fn providers(devices: &Devices) -> Vec<Arc<dyn DeviceProvider>> {
+    let mut providers = usb_providers();
+    if !devices.serial.is_empty() {
+        match SerialProvider::new(devices.serial.clone()) {
+            Ok(p) => providers.push(Arc::new(p)),
+            Err(e) => tracing::error!(error = %e, "Serial fingerprint modules are disabled: fix devices.serial."),
+        }
+    }
+    providers
+}
+
+/// The USB reader provider. A machine without USB access (no libusb context, no hotplug
+/// support) gets none, with a warning saying why.
+fn usb_providers() -> Vec<Arc<dyn DeviceProvider>> {
     let ctx = match rusb::Context::new() {
         Ok(c) => c,
         Err(e) => {

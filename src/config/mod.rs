@@ -513,6 +513,8 @@ pub struct Devices {
     pub capture_timeout: f64,
     /// Simulated devices replaying sample files from a directory.
     pub simulated: Vec<apg_sim::SimSpec>,
+    /// Fingerprint modules on serial ports (ZhianTec/Synochip protocol: R30x, R503, AS608).
+    pub serial: Vec<apg_fp_serial::SerialModuleConfig>,
 }
 
 impl Default for Devices {
@@ -520,6 +522,7 @@ impl Default for Devices {
         Self {
             capture_timeout: 10.0,
             simulated: Vec::new(),
+            serial: Vec::new(),
         }
     }
 }

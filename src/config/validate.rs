@@ -367,7 +367,7 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
                 format!("{:?}", dev.id),
                 "letters, digits, '-' or '_'",
             );
-        } else if !seen.insert(dev.id.as_str()) {
+        } else if !seen.insert(dev.id.clone()) {
             push(
                 problems,
                 &at,
@@ -381,6 +381,42 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
                 &format!("devices.simulated[{i}].dpi"),
                 dev.dpi,
                 "100 to 2000 dpi",
+            );
+        }
+    }
+    let mut ports = HashSet::new();
+    for (i, module) in d.serial.iter().enumerate() {
+        let id = module.device_id();
+        if !seen.insert(id.clone()) {
+            push(
+                problems,
+                &format!("devices.serial[{i}].id"),
+                format!("{id:?}"),
+                "an id not used by another device (set id when two ports share a file name)",
+            );
+        }
+        if !module.path.starts_with('/') {
+            push(
+                problems,
+                &format!("devices.serial[{i}].path"),
+                format!("{:?}", module.path),
+                "an absolute device path such as /dev/ttyUSB0 or /dev/serial/by-id/...",
+            );
+        } else if !ports.insert(module.path.as_str()) {
+            push(
+                problems,
+                &format!("devices.serial[{i}].path"),
+                format!("{:?}", module.path),
+                "a port not used by another module",
+            );
+        }
+        let (min, max) = (apg_fp_serial::module::MIN_BAUD, apg_fp_serial::module::MAX_BAUD);
+        if !(min..=max).contains(&module.baud) || module.baud % 9600 != 0 {
+            push(
+                problems,
+                &format!("devices.serial[{i}].baud"),
+                module.baud,
+                "a multiple of 9600 from 9600 to 115200 (modules ship at 57600)",
             );
         }
     }

@@ -110,6 +110,11 @@ impl Fault {
 pub struct ModuleState {
     cfg: EmulatorConfig,
     image: Vec<u8>,
+    /// Fingers presented in turn: each new placement images the next one (cycling), so an
+    /// enrolment of several captures sees different impressions, as from a real finger.
+    presentations: Vec<Vec<u8>>,
+    presented: usize,
+    finger_down: bool,
     image_buffer: Option<Vec<u8>>,
     char_buffers: [Option<Vec<u8>>; 2],
     library: BTreeMap<u16, Vec<u8>>,
@@ -132,6 +137,9 @@ impl ModuleState {
         Self {
             cfg,
             image: pixels,
+            presentations: Vec::new(),
+            presented: 0,
+            finger_down: false,
             image_buffer: None,
             char_buffers: [None, None],
             library: BTreeMap::new(),
@@ -158,7 +166,26 @@ impl ModuleState {
         }
     }
 
+    /// A module whose finger placements image `impressions` in turn (256 × 288, 8-bit gray
+    /// each; at least one).
+    pub fn with_presentations(cfg: EmulatorConfig, impressions: Vec<Vec<u8>>) -> Self {
+        let first = impressions.first().cloned().unwrap_or_default();
+        let mut state = Self::new(cfg, first);
+        state.presentations = impressions;
+        state
+    }
+
     fn finger_present(&mut self) -> bool {
+        let present = self.finger_script();
+        if present && !self.finger_down && !self.presentations.is_empty() {
+            self.image = self.presentations[self.presented % self.presentations.len()].clone();
+            self.presented += 1;
+        }
+        self.finger_down = present;
+        present
+    }
+
+    fn finger_script(&mut self) -> bool {
         self.gen_img_polls += 1;
         if let Some(f) = self.manual_finger {
             return f;
@@ -576,6 +603,24 @@ pub struct PtyEmulator {
 impl PtyEmulator {
     /// Opens a PTY pair and serves the module on its master side.
     pub fn start(cfg: EmulatorConfig, pixels: Vec<u8>) -> io::Result<Self> {
+        Self::serve_state(ModuleState::new(cfg, pixels))
+    }
+
+    /// Like [`PtyEmulator::start`], imaging `impressions` in turn, one per finger placement.
+    pub fn start_with_presentations(
+        cfg: EmulatorConfig,
+        impressions: Vec<Vec<u8>>,
+    ) -> io::Result<Self> {
+        if impressions.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the emulator needs at least one impression",
+            ));
+        }
+        Self::serve_state(ModuleState::with_presentations(cfg, impressions))
+    }
+
+    fn serve_state(module: ModuleState) -> io::Result<Self> {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
@@ -588,8 +633,8 @@ impl PtyEmulator {
             FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
         )
         .map_err(io::Error::from)?;
-        let startup = cfg.startup_byte;
-        let state = Arc::new(Mutex::new(ModuleState::new(cfg, pixels)));
+        let startup = module.cfg.startup_byte;
+        let state = Arc::new(Mutex::new(module));
         let stop = Arc::new(AtomicBool::new(false));
         let master = File::from(pty.master);
         // Keep the slave open so that the master never sees a hang-up between two openings
@@ -813,6 +858,31 @@ mod tests {
         );
         let seen: Vec<bool> = (0..7).map(|_| s.finger_present()).collect();
         assert_eq!(seen, [false, false, true, false, false, true, false]);
+    }
+
+    #[test]
+    fn each_placement_images_the_next_impression() {
+        let impressions: Vec<Vec<u8>> = (1..=3).map(image::synthetic_ridges).collect();
+        let mut s = ModuleState::with_presentations(
+            EmulatorConfig {
+                absent_polls: 1,
+                present_polls: 2,
+                ..EmulatorConfig::default()
+            },
+            impressions.clone(),
+        );
+        let mut imaged = Vec::new();
+        for _ in 0..12 {
+            if s.finger_present() {
+                imaged.push(s.image.clone());
+            }
+        }
+        // Two polls per placement see the same impression; placements go 1, 2, 3, 1.
+        let order: Vec<usize> = imaged
+            .iter()
+            .map(|i| impressions.iter().position(|x| x == i).unwrap())
+            .collect();
+        assert_eq!(order, [0, 0, 1, 1, 2, 2, 0, 0]);
     }
 
     #[test]

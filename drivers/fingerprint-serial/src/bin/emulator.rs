@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use apg_fp_serial::emulator::{load_image, EmulatorConfig, PtyEmulator};
 use apg_fp_serial::image;
 
-const USAGE: &str = "usage: apg-fp-serial-emulator [--image FILE.png|FILE.pgm] [--password N] \
+const USAGE: &str = "usage: apg-fp-serial-emulator [--image FILE.png|FILE.pgm]... [--password N] \
 [--address N] [--library-size N] [--packet-size 32|64|128|256] [--absent-polls N] [--present-polls N]
 
 Emulates a fingerprint module (R30x/R503/AS608 protocol) on a pseudo-terminal and prints its
-path. Numbers may be decimal or 0x-prefixed hex. Without --image a synthetic ridge pattern is
+path. Numbers may be decimal or 0x-prefixed hex. Repeat --image for several impressions: each
+finger placement images the next one, in turn. Without --image a synthetic ridge pattern is
 used. Stop with Ctrl-C.";
 
 fn number(s: &str) -> Result<u32, String> {
@@ -23,9 +24,9 @@ fn number(s: &str) -> Result<u32, String> {
     r.map_err(|_| format!("{s} is not a number"))
 }
 
-fn parse() -> Result<(EmulatorConfig, Option<PathBuf>), String> {
+fn parse() -> Result<(EmulatorConfig, Vec<PathBuf>), String> {
     let mut cfg = EmulatorConfig::default();
-    let mut image = None;
+    let mut images = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "-h" || a == "--help" {
@@ -33,7 +34,7 @@ fn parse() -> Result<(EmulatorConfig, Option<PathBuf>), String> {
         }
         let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
-            "--image" => image = Some(PathBuf::from(v)),
+            "--image" => images.push(PathBuf::from(v)),
             "--password" => cfg.password = number(&v)?,
             "--address" => cfg.address = number(&v)?,
             "--library-size" => {
@@ -53,11 +54,11 @@ fn parse() -> Result<(EmulatorConfig, Option<PathBuf>), String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok((cfg, image))
+    Ok((cfg, images))
 }
 
 fn main() -> ExitCode {
-    let (cfg, path) = match parse() {
+    let (cfg, paths) = match parse() {
         Ok(x) => x,
         Err(e) => {
             if !e.is_empty() {
@@ -67,17 +68,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let pixels = match &path {
-        Some(p) => match load_image(p) {
-            Ok(px) => px,
+    let mut impressions = Vec::with_capacity(paths.len().max(1));
+    for p in &paths {
+        match load_image(p) {
+            Ok(px) => impressions.push(px),
             Err(e) => {
                 eprintln!("apg-fp-serial-emulator: {e}");
                 return ExitCode::from(1);
             }
-        },
-        None => image::synthetic_ridges(1),
-    };
-    let emu = match PtyEmulator::start(cfg, pixels) {
+        }
+    }
+    if impressions.is_empty() {
+        impressions.push(image::synthetic_ridges(1));
+    }
+    let emu = match PtyEmulator::start_with_presentations(cfg, impressions) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("apg-fp-serial-emulator: opening a pseudo-terminal: {e}");
