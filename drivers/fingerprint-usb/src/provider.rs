@@ -43,14 +43,24 @@ impl std::fmt::Debug for DriverEntry {
 }
 
 /// Every USB reader this crate drives. The udev rules are generated from this table.
-pub const DRIVERS: &[DriverEntry] = &[DriverEntry {
-    driver: "uru4000",
-    vendor_id: 0x05ba,
-    product_id: 0x000a,
-    model: "DigitalPersona U.are.U 4500",
-    interface: 0,
-    start: crate::uru4000::start,
-}];
+pub const DRIVERS: &[DriverEntry] = &[
+    DriverEntry {
+        driver: "uru4000",
+        vendor_id: 0x05ba,
+        product_id: 0x000a,
+        model: "DigitalPersona U.are.U 4500",
+        interface: 0,
+        start: crate::uru4000::start,
+    },
+    DriverEntry {
+        driver: "upektc_img",
+        vendor_id: 0x147e,
+        product_id: 0x2016,
+        model: "UPEK TouchChip / Eikon Touch fingerprint coprocessor",
+        interface: 0,
+        start: crate::upektc_img::start,
+    },
+];
 
 /// Looks up the table entry of a vendor/product pair.
 pub fn lookup(vendor_id: u16, product_id: u16) -> Option<&'static DriverEntry> {
