@@ -220,3 +220,13 @@ fn upektc_img_cancel_before_a_finger_is_cancelled() {
     assert!(matches!(err, CaptureError::Cancelled { .. }), "{err}");
     assert!(err.to_string().contains(ID), "{err}");
 }
+
+#[test]
+fn upektc_img_capture_timeout_while_waiting_for_a_finger() {
+    let mut dev = UpektcImg::new(ID, ReplayTransport::new(transfers()));
+    let err = dev
+        .capture_image(&CancelToken::new(), Duration::ZERO)
+        .expect_err("no time to wait");
+    assert!(matches!(err, CaptureError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains(ID), "{err}");
+}
