@@ -11,6 +11,7 @@ pub mod recording;
 pub mod replay;
 pub mod transport;
 pub mod udev;
+pub mod upektc_img;
 pub mod uru4000;
 
 pub use transport::{RusbTransport, Setup, UsbError, UsbTransport};

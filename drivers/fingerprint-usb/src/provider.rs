@@ -68,6 +68,14 @@ pub const DRIVERS: &[DriverEntry] = &[
         interface: 0,
         start: crate::egis0570::start,
     },
+    DriverEntry {
+        driver: "upektc_img",
+        vendor_id: 0x147e,
+        product_id: 0x2016,
+        model: "UPEK TouchChip / Eikon Touch fingerprint coprocessor",
+        interface: 0,
+        start: crate::upektc_img::start,
+    },
 ];
 
 /// Looks up the table entry of a vendor/product pair.
