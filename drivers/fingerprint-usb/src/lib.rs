@@ -10,6 +10,7 @@ pub mod recording;
 pub mod replay;
 pub mod transport;
 pub mod udev;
+pub mod umockdev;
 pub mod uru4000;
 
 pub use transport::{RusbTransport, Setup, UsbError, UsbTransport};

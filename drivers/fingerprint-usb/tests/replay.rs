@@ -1,49 +1,14 @@
 //! Replays the recorded traffic of real readers and checks transfers and images.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use apg_device::CancelToken;
 use apg_fp_usb::recording::read_pcapng;
 use apg_fp_usb::replay::ReplayTransport;
 use apg_fp_usb::uru4000::Uru4000;
-
-fn recordings() -> PathBuf {
-    let base = std::env::var_os("APG_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let dir = base.join("data/usb-recordings");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: set APG_SHARED_DIR to the shared data directory",
-        dir.display()
-    );
-    dir
-}
-
-fn load_png_gray(path: &PathBuf) -> (u32, u32, Vec<u8>) {
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut r = png::Decoder::new(f).read_info().expect("png header");
-    let mut buf = vec![0; r.output_buffer_size()];
-    let info = r.next_frame(&mut buf).expect("png frame");
-    let ch = info.color_type.samples();
-    let px = buf[..info.buffer_size()].chunks(ch).map(|c| c[0]).collect();
-    (info.width, info.height, px)
-}
-
-fn ncc(a: &[u8], b: &[u8]) -> f64 {
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let (mut s, mut sa, mut sb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        s += dx * dy;
-        sa += dx * dx;
-        sb += dy * dy;
-    }
-    s / (sa * sb).sqrt()
-}
+use common::{load_png_gray, ncc, recordings};
 
 fn recorded_seed(t: &[apg_fp_usb::recording::Transfer]) -> u32 {
     apg_fp_usb::uru4000::recorded_nonce(t).expect("recording holds the scramble challenge")
