@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod driver;
+pub mod nb1010;
 pub mod provider;
 pub mod recording;
 pub mod replay;

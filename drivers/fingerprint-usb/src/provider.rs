@@ -43,14 +43,24 @@ impl std::fmt::Debug for DriverEntry {
 }
 
 /// Every USB reader this crate drives. The udev rules are generated from this table.
-pub const DRIVERS: &[DriverEntry] = &[DriverEntry {
-    driver: "uru4000",
-    vendor_id: 0x05ba,
-    product_id: 0x000a,
-    model: "DigitalPersona U.are.U 4500",
-    interface: 0,
-    start: crate::uru4000::start,
-}];
+pub const DRIVERS: &[DriverEntry] = &[
+    DriverEntry {
+        driver: "uru4000",
+        vendor_id: 0x05ba,
+        product_id: 0x000a,
+        model: "DigitalPersona U.are.U 4500",
+        interface: 0,
+        start: crate::uru4000::start,
+    },
+    DriverEntry {
+        driver: "nb1010",
+        vendor_id: 0x298d,
+        product_id: 0x1010,
+        model: "NEXT Biometrics NB-1010-U",
+        interface: 0,
+        start: crate::nb1010::start,
+    },
+];
 
 /// Looks up the table entry of a vendor/product pair.
 pub fn lookup(vendor_id: u16, product_id: u16) -> Option<&'static DriverEntry> {

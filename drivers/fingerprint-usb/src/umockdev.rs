@@ -31,12 +31,17 @@
 //! bytes read as zero, as umockdev's own reader fills the rest of the buffer with zeros.
 //!
 //! Tree shape: an OUT URB is always a top-level node; an IN URB becomes a child of the URB node
-//! recorded just before it, so a run of IN reads nests one level deeper per read. umockdev does
+//! umockdev touched last (the one recorded just before it, or the earlier copy of a repeated
+//! command), so a run of IN reads nests one level deeper per read. umockdev does
 //! not store a second copy of an OUT URB equal to one already in the tree (same type, endpoint,
 //! status, flags, lengths and bytes); the IN URBs that followed the repeat are attached to the
 //! first copy instead. A recording of a driver that sends the same command several times
 //! therefore holds that command once, and the line order is not strictly the wire order. The
 //! [`IoctlRecord::parent`] links let a test rebuild the repeats where it knows the protocol.
+//! Recordings made by other umockdev versions or edited by hand differ in shape (in this
+//! repository's data, vfs301 keeps runs of reads as siblings under one command and vfs0050 has
+//! commented-out records); the reader accepts any shape that umockdev's own reader accepts and
+//! reports it as it is, without reordering.
 //!
 //! Stateless ioctls (`USBDEVFS_GET_CAPABILITIES`, `USBDEVFS_CONNECTINFO`) are recognised and
 //! skipped: they move no data. The format has no timestamps, so every transfer's `submitted` and
@@ -179,7 +184,7 @@ fn int<'a>(fields: &mut impl Iterator<Item = &'a str>, what: &str) -> Result<i64
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("buffer has an odd number of hex digits".into());
     }
     (0..s.len())
