@@ -6,11 +6,13 @@
 
 pub mod driver;
 pub mod egis0570;
+pub mod nb1010;
 pub mod provider;
 pub mod recording;
 pub mod replay;
 pub mod transport;
 pub mod udev;
+pub mod umockdev;
 pub mod upektc_img;
 pub mod uru4000;
 

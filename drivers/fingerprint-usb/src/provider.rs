@@ -76,6 +76,14 @@ pub const DRIVERS: &[DriverEntry] = &[
         interface: 0,
         start: crate::upektc_img::start,
     },
+    DriverEntry {
+        driver: "nb1010",
+        vendor_id: 0x298d,
+        product_id: 0x1010,
+        model: "NEXT Biometrics NB-1010-U",
+        interface: 0,
+        start: crate::nb1010::start,
+    },
 ];
 
 /// Looks up the table entry of a vendor/product pair.

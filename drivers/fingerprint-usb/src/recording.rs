@@ -42,6 +42,16 @@ pub struct RecordingError {
     detail: String,
 }
 
+impl RecordingError {
+    /// An error about the recording at `path`.
+    pub(crate) fn new(path: &Path, detail: impl Into<String>) -> Self {
+        Self {
+            path: path.display().to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
 fn u32le(d: &[u8], o: usize) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?))
 }

@@ -1,21 +1,9 @@
 //! The usbmon reader handles every pcapng recording and separates devices sharing a bus.
 
-use std::path::PathBuf;
+mod common;
 
 use apg_fp_usb::recording::{device_address, read_pcapng, read_pcapng_device, Kind};
-
-fn recordings() -> PathBuf {
-    let base = std::env::var_os("APG_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let dir = base.join("data/usb-recordings");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: set APG_SHARED_DIR to the shared data directory",
-        dir.display()
-    );
-    dir
-}
+use common::recordings;
 
 #[test]
 fn every_pcapng_recording_parses_and_filters_by_device() {
