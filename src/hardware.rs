@@ -17,7 +17,9 @@ pub fn providers(devices: &Devices) -> Vec<Arc<dyn DeviceProvider>> {
     if !devices.serial.is_empty() {
         match SerialProvider::new(devices.serial.clone()) {
             Ok(p) => providers.push(Arc::new(p)),
-            Err(e) => tracing::error!(error = %e, "Serial fingerprint modules are disabled: fix devices.serial."),
+            Err(e) => {
+                tracing::error!(error = %e, "Serial fingerprint modules are disabled: fix devices.serial.")
+            }
         }
     }
     providers

@@ -410,7 +410,10 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
                 "a port not used by another module",
             );
         }
-        let (min, max) = (apg_fp_serial::module::MIN_BAUD, apg_fp_serial::module::MAX_BAUD);
+        let (min, max) = (
+            apg_fp_serial::module::MIN_BAUD,
+            apg_fp_serial::module::MAX_BAUD,
+        );
         if !(min..=max).contains(&module.baud) || module.baud % 9600 != 0 {
             push(
                 problems,
