@@ -8,7 +8,7 @@ use apg_device::CancelToken;
 use apg_fp_usb::recording::read_pcapng;
 use apg_fp_usb::replay::ReplayTransport;
 use apg_fp_usb::uru4000::Uru4000;
-use common::{load_png_gray, ncc, recordings};
+use common::{assert_matches_capture, recordings};
 
 fn recorded_seed(t: &[apg_fp_usb::recording::Transfer]) -> u32 {
     apg_fp_usb::uru4000::recorded_nonce(t).expect("recording holds the scramble challenge")
@@ -31,16 +31,14 @@ fn uru4000_4500_replay_matches_capture_png() {
         0,
         "driver skipped recorded transfers"
     );
-    let (w, h, want) = load_png_gray(&dir.join("capture.png"));
-    assert_eq!((img.width, img.height), (w, h));
-    let diff = img.pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
-    let score = ncc(&img.pixels, &want);
-    eprintln!(
-        "uru4000-4500: {diff} differing pixels, NCC {score:.4}, recorded capture {:?}, host {:?}",
-        dev.transport().recorded_span(),
-        host
+    assert_matches_capture(
+        "uru4000-4500",
+        &img,
+        &format!(
+            "recorded capture {:?}, host {host:?}",
+            dev.transport().recorded_span()
+        ),
     );
-    assert_eq!(diff, 0, "image differs from capture.png (NCC {score:.4})");
 }
 
 #[test]

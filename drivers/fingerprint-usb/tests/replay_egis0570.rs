@@ -9,7 +9,7 @@ use apg_device::{CancelToken, CaptureError, FaultKind};
 use apg_fp_usb::egis0570::Egis0570;
 use apg_fp_usb::recording::{device_address, read_pcapng_device, Kind, Transfer};
 use apg_fp_usb::replay::ReplayTransport;
-use common::{load_png_gray, ncc, recordings};
+use common::{assert_matches_capture, recordings};
 
 const ID: &str = "egis0570-replay";
 
@@ -58,17 +58,15 @@ fn egis0570_replay_matches_capture_png() {
         0,
         "driver skipped recorded transfers"
     );
-    let (w, h, want) = load_png_gray(&recordings().join("egis0570/capture.png"));
-    assert_eq!((img.width, img.height), (w, h));
     assert_eq!(img.dpi, 500);
-    let diff = img.pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
-    let score = ncc(&img.pixels, &want);
-    eprintln!(
-        "egis0570: {w}x{h}, {diff} differing pixels, NCC {score:.4}, recorded capture {:?}, host {:?}",
-        dev.transport().recorded_span(),
-        host
+    assert_matches_capture(
+        "egis0570",
+        &img,
+        &format!(
+            "recorded capture {:?}, host {host:?}",
+            dev.transport().recorded_span()
+        ),
     );
-    assert_eq!(diff, 0, "image differs from capture.png (NCC {score:.4})");
 }
 
 #[test]

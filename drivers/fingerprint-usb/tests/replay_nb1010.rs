@@ -9,7 +9,7 @@ use apg_fp_usb::nb1010::Nb1010;
 use apg_fp_usb::recording::Transfer;
 use apg_fp_usb::replay::ReplayTransport;
 use apg_fp_usb::umockdev::read_ioctl;
-use common::{load_png_gray, ncc, recordings};
+use common::{assert_matches_capture, recordings};
 
 fn recorded() -> Vec<Transfer> {
     read_ioctl(&recordings().join("nb1010/capture.ioctl")).expect("recording parses")
@@ -38,18 +38,16 @@ fn nb1010_replay_matches_capture_png() {
         0,
         "driver skipped recorded transfers"
     );
-    let (w, h, want) = load_png_gray(&recordings().join("nb1010/capture.png"));
-    assert_eq!((img.width, img.height), (w, h));
     assert_eq!(img.dpi, 385);
-    let diff = img.pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
-    let score = ncc(&img.pixels, &want);
-    eprintln!(
-        "nb1010: {total} transfers replayed, {diff} differing pixels, NCC {score:.4}, \
-         recorded capture time unknown (umockdev ioctl recordings carry no timestamps; \
-         recorded_span() = {:?}), host {host:?}",
-        dev.transport().recorded_span()
+    assert_matches_capture(
+        "nb1010",
+        &img,
+        &format!(
+            "{total} transfers replayed, recorded capture time unknown (umockdev ioctl \
+             recordings carry no timestamps; recorded_span() = {:?}), host {host:?}",
+            dev.transport().recorded_span()
+        ),
     );
-    assert_eq!(diff, 0, "image differs from capture.png (NCC {score:.4})");
     dev.release().expect("release");
 }
 

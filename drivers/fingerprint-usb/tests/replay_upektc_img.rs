@@ -9,7 +9,7 @@ use apg_device::{CancelToken, CaptureError, FaultKind, RetryReason};
 use apg_fp_usb::recording::{device_address, read_pcapng_device, Kind, Transfer};
 use apg_fp_usb::replay::ReplayTransport;
 use apg_fp_usb::upektc_img::{crc16, UpektcImg};
-use common::{load_png_gray, ncc, recordings};
+use common::{assert_matches_capture, recordings};
 
 const ID: &str = "upektc-replay";
 
@@ -48,7 +48,6 @@ fn fault_kind(e: &CaptureError) -> Option<FaultKind> {
 
 #[test]
 fn upektc_img_replay_matches_capture_png() {
-    let dir = recordings().join("upektc_img");
     let mut dev = UpektcImg::new(ID, ReplayTransport::new(transfers()));
     let start = Instant::now();
     let img = dev
@@ -61,17 +60,15 @@ fn upektc_img_replay_matches_capture_png() {
         "driver skipped recorded transfers"
     );
     dev.release().expect("release");
-    let (w, h, want) = load_png_gray(&dir.join("capture.png"));
-    assert_eq!((img.width, img.height), (w, h));
     assert_eq!(img.dpi, 500);
-    let diff = img.pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
-    let score = ncc(&img.pixels, &want);
-    eprintln!(
-        "upektc_img: {diff} differing pixels, NCC {score:.4}, recorded capture {:?}, host {:?}",
-        dev.transport().recorded_span(),
-        host
+    assert_matches_capture(
+        "upektc_img",
+        &img,
+        &format!(
+            "recorded capture {:?}, host {host:?}",
+            dev.transport().recorded_span()
+        ),
     );
-    assert_eq!(diff, 0, "image differs from capture.png (NCC {score:.4})");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use apg_fp_usb::replay::ReplayTransport;
 use apg_fp_usb::uru4000::{recorded_nonce, Uru4000, MSV2};
 
 mod common;
-use common::{differing, load_png_gray, ncc, recordings, transfers};
+use common::{assert_matches_capture, transfers};
 
 const NAME: &str = "uru4000-msv2";
 
@@ -41,16 +41,15 @@ fn msv2_replay_matches_capture_png() {
         0,
         "driver skipped recorded transfers"
     );
-    let (w, h, want) = load_png_gray(&recordings().join(NAME).join("capture.png"));
-    assert_eq!((img.width, img.height, img.dpi), (w, h, 500));
-    let diff = differing(&img.pixels, &want);
-    let score = ncc(&img.pixels, &want);
-    eprintln!(
-        "uru4000-msv2: {diff} differing pixels, NCC {score:.4}, recorded capture {:?}, host {:?}",
-        dev.transport().recorded_span(),
-        host
+    assert_eq!(img.dpi, 500);
+    assert_matches_capture(
+        NAME,
+        &img,
+        &format!(
+            "recorded capture {:?}, host {host:?}",
+            dev.transport().recorded_span()
+        ),
     );
-    assert_eq!(diff, 0, "image differs from capture.png (NCC {score:.4})");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use apg_device::FingerprintImage;
 use apg_fp_usb::recording::{device_address, read_pcapng_device, Transfer};
 
 /// `<shared>/data/usb-recordings` (`APG_SHARED_DIR`, else the main checkout's `../shared`).
@@ -56,4 +57,16 @@ pub fn ncc(a: &[u8], b: &[u8]) -> f64 {
 /// Pixels that differ between two equally sized images.
 pub fn differing(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).filter(|(x, y)| x != y).count()
+}
+
+/// Asserts that `img` equals `<recordings>/<reader>/capture.png` pixel for pixel, printing the
+/// differing-pixel count, the NCC and `detail` (capture times) first so a failure shows how
+/// far off the image is.
+pub fn assert_matches_capture(reader: &str, img: &FingerprintImage, detail: &str) {
+    let (w, h, want) = load_png_gray(&recordings().join(reader).join("capture.png"));
+    assert_eq!((img.width, img.height), (w, h));
+    let diff = differing(&img.pixels, &want);
+    let score = ncc(&img.pixels, &want);
+    eprintln!("{reader}: {w}x{h}, {diff} differing pixels, NCC {score:.4}, {detail}");
+    assert_eq!(diff, 0, "image differs from capture.png (NCC {score:.4})");
 }
