@@ -251,18 +251,29 @@ fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
         #[cfg(feature = "nbis")]
         if !no_nbis {
             let t = Instant::now();
+            // NBIS keeps its working state in C globals (bozorth3's pair tables, mindtct's
+            // maps): calling it from several threads at once corrupts the scores, so it runs
+            // on this thread only.
             let nb: Vec<Option<nbis::Minutiae>> = ds
                 .samples
-                .par_iter()
+                .iter()
                 .map(|s| nbis::extract_minutiae(&s.file_bytes, Some(500.0)).ok())
                 .collect();
-            let nbis_cmp = |a: &Option<nbis::Minutiae>, b: &Option<nbis::Minutiae>| match (a, b) {
-                (Some(a), Some(b)) => f64::from(a.compare(b)),
-                _ => 0.0,
+            let nbis_failures = nb.iter().filter(|m| m.is_none()).count();
+            if nbis_failures > 0 {
+                eprintln!("{}: NBIS failed on {nbis_failures} images", ds.name);
+            }
+            let nbis_scores = |list: &[(usize, usize)]| -> Vec<f64> {
+                list.iter()
+                    .map(|&(i, j)| match (&nb[i], &nb[j]) {
+                        (Some(a), Some(b)) => f64::from(a.compare(b)),
+                        _ => 0.0,
+                    })
+                    .collect()
             };
-            let g = score_all(&nb, &p.genuine, nbis_cmp);
-            let fi = score_all(&nb, &p.fvc_impostor, nbis_cmp);
-            let ci = score_all(&nb, &p.cross_impostor, nbis_cmp);
+            let g = nbis_scores(&p.genuine);
+            let fi = nbis_scores(&p.fvc_impostor);
+            let ci = nbis_scores(&p.cross_impostor);
             eprintln!(
                 "{}: NBIS done in {:.1} s",
                 ds.name,
@@ -314,14 +325,15 @@ fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
         .filter(|d| d.file_name().is_some_and(|n| n != "DB4_B"))
         .count()
         .max(1) as f64;
-    let _ = writeln!(
+    let _ = write!(
         md,
         "Average EER over DB1_B..DB3_B: apg {}",
         pct(eer_sum_123 / n123)
     );
     if nbis_eer_sum_123 > 0.0 {
-        let _ = writeln!(md, ", NBIS {}", pct(nbis_eer_sum_123 / n123));
+        let _ = write!(md, ", NBIS {}", pct(nbis_eer_sum_123 / n123));
     }
+    md.push('\n');
     let _ = writeln!(md, "\n## All cross-finger impostor pairs\n\n{cross_table}");
     let mut pooled = String::from(HEADER);
     for (name, p) in &pools {

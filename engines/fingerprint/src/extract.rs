@@ -461,6 +461,69 @@ fn block_depth(m: &[bool], bw: usize, bh: usize) -> Vec<u16> {
 }
 
 /// Median ridge period over clear foreground blocks, from oriented signatures.
+/// Half-length, in pixels, of the grey-level signature taken across the ridges.
+const SIGNATURE_HALF: usize = 24;
+
+/// Ridge period of the block around `(cx, cy)` with ridge direction `theta`: the lag of the
+/// strongest autocorrelation peak of the grey-level signature across the ridges. Counting the
+/// signature's peaks instead, as a first version did, took noise speckle (sweaty prints,
+/// capacitive sensors) for ridges and halved the period.
+fn block_period(px: &[f32], w: usize, h: usize, cx: f32, cy: f32, theta: f32) -> Option<f32> {
+    const N: usize = 2 * SIGNATURE_HALF;
+    let (s, c) = theta.sin_cos();
+    // Signature across the ridges (normal = (-sin, cos)), averaged along them.
+    let mut sig = [0f32; N];
+    for (k, v) in sig.iter_mut().enumerate() {
+        let t = k as f32 - SIGNATURE_HALF as f32;
+        let mut acc = 0.0;
+        for l in -5..=5 {
+            let l = l as f32;
+            let x = (cx - t * s + l * c).round();
+            let y = (cy + t * c + l * s).round();
+            if x < 0.0 || y < 0.0 || x as usize >= w || y as usize >= h {
+                return None;
+            }
+            acc += px[y as usize * w + x as usize];
+        }
+        *v = acc;
+    }
+    let mean = sig.iter().sum::<f32>() / N as f32;
+    sig.iter_mut().for_each(|v| *v -= mean);
+    let r0: f32 = sig.iter().map(|v| v * v).sum();
+    if r0 <= 0.0 {
+        return None;
+    }
+    const MAX_LAG: usize = 20;
+    let mut r = [0f32; MAX_LAG + 2];
+    for (lag, rv) in r.iter_mut().enumerate().skip(2) {
+        // Normalised by the overlap so long lags are not penalised.
+        *rv = sig[..N - lag]
+            .iter()
+            .zip(&sig[lag..])
+            .map(|(a, b)| a * b)
+            .sum::<f32>()
+            / r0
+            * N as f32
+            / (N - lag) as f32;
+    }
+    let peaks: Vec<usize> = (3..=MAX_LAG)
+        .filter(|&l| r[l] > r[l - 1] && r[l] >= r[l + 1] && r[l] > 0.2)
+        .collect();
+    let top = peaks.iter().map(|&l| r[l]).fold(0.0, f32::max);
+    // The first peak nearly as strong as the strongest: multiples of the period correlate
+    // too, sometimes a little better when one ridge is broken.
+    let peak = *peaks.iter().find(|&&l| r[l] >= 0.75 * top)?;
+    // Parabolic interpolation around the peak for sub-pixel precision.
+    let (a, b, cc) = (r[peak - 1], r[peak], r[peak + 1]);
+    let den = a - 2.0 * b + cc;
+    let off = if den.abs() > 1e-6 {
+        (0.5 * (a - cc) / den).clamp(-0.5, 0.5)
+    } else {
+        0.0
+    };
+    Some(peak as f32 + off)
+}
+
 fn ridge_period(px: &[f32], w: usize, h: usize, f: &Field) -> f32 {
     let mut periods = Vec::new();
     for by in (1..f.bh.saturating_sub(1)).step_by(2) {
@@ -470,28 +533,8 @@ fn ridge_period(px: &[f32], w: usize, h: usize, f: &Field) -> f32 {
                 continue;
             }
             let (cx, cy) = ((bx * B + B / 2) as f32, (by * B + B / 2) as f32);
-            let (s, c) = f.theta[i].sin_cos();
-            // Signature across the ridges (normal = (-sin, cos)), averaged along them.
-            let mut sig = [0f32; 32];
-            for (k, v) in sig.iter_mut().enumerate() {
-                let t = k as f32 - 16.0;
-                let mut acc = 0.0;
-                for l in -4..=4 {
-                    let l = l as f32;
-                    let x = (cx - t * s + l * c).round();
-                    let y = (cy + t * c + l * s).round();
-                    if x >= 0.0 && y >= 0.0 && (x as usize) < w && (y as usize) < h {
-                        acc += px[y as usize * w + x as usize];
-                    }
-                }
-                *v = acc;
-            }
-            let peaks: Vec<usize> = (1..31)
-                .filter(|&k| sig[k] > sig[k - 1] && sig[k] >= sig[k + 1])
-                .collect();
-            if peaks.len() >= 2 {
-                let p = (peaks[peaks.len() - 1] - peaks[0]) as f32 / (peaks.len() - 1) as f32;
-                if (4.0..=20.0).contains(&p) {
+            if let Some(p) = block_period(px, w, h, cx, cy, f.theta[i]) {
+                if (4.0..=18.0).contains(&p) {
                     periods.push(p);
                 }
             }
