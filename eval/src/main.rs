@@ -358,7 +358,7 @@ fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
         let (fmr, fnmr) = metrics::at(&p.gen, &p.imp, t);
         let _ = writeln!(
             md,
-            "\nAt the shipped THRESHOLD_FMR_1E4 = {t:.3}: FMR {fmr:.2e}, FNMR {}\n",
+            "\nAt the shipped THRESHOLD_FMR_1E4 = {t:.4}: FMR {fmr:.2e}, FNMR {}\n",
             pct(fnmr)
         );
     }

@@ -5,6 +5,7 @@
 
 use std::f32::consts::PI;
 
+use crate::consolidate::{best_agreement, Geometry};
 use crate::template::{Minutia, Template};
 
 const R: f32 = 70.0;
@@ -43,6 +44,10 @@ pub(crate) const PF_WORDS: usize = PF_CELLS.div_ceil(64);
 
 /// Data derived from a template once and reused by every comparison.
 pub(crate) struct Prepared {
+    /// Every minutia, for the global consolidation.
+    geometry: Geometry,
+    /// Index in `geometry` of each valid cylinder's minutia.
+    minutia: Vec<u16>,
     /// Positions in a y-up frame and angles, per valid cylinder.
     pos: Vec<(f32, f32)>,
     ang: Vec<f32>,
@@ -101,7 +106,7 @@ fn sigmoid(v: f32, mu: f32, tau: f32) -> f32 {
 }
 
 /// Convex hull (counter-clockwise) of points, Andrew's monotone chain.
-fn convex_hull(pts: &[(f32, f32)]) -> Vec<(f32, f32)> {
+pub(crate) fn convex_hull(pts: &[(f32, f32)]) -> Vec<(f32, f32)> {
     let mut p: Vec<(f32, f32)> = pts.to_vec();
     p.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     p.dedup();
@@ -132,7 +137,7 @@ fn convex_hull(pts: &[(f32, f32)]) -> Vec<(f32, f32)> {
 }
 
 /// True when `q` is inside the hull or within `omega` of it.
-fn near_hull(hull: &[(f32, f32)], q: (f32, f32), omega: f32) -> bool {
+pub(crate) fn near_hull(hull: &[(f32, f32)], q: (f32, f32), omega: f32) -> bool {
     if hull.is_empty() {
         return false;
     }
@@ -176,6 +181,7 @@ impl Prepared {
         let reach = 3.0 * SIGMA_S;
         let half = (NS as f32 - 1.0) / 2.0;
         let mut pos = Vec::new();
+        let mut minutia = Vec::new();
         let mut ang = Vec::new();
         let mut bits = Vec::new();
         let mut mask = Vec::new();
@@ -265,12 +271,19 @@ impl Prepared {
                 }
             }
             pos.push((px, py));
+            minutia.push(mi as u16);
             ang.push(m.angle);
             bits.push(b);
             mask.push(mk);
         }
         let (pf, pf_pop, pf_fuzzy, fuzzy_pop) = pair_features(&all_pos, ms);
         Prepared {
+            geometry: Geometry {
+                ang: ms.iter().map(|m| m.angle).collect(),
+                pos: all_pos,
+                hull,
+            },
+            minutia,
             pos,
             ang,
             bits,
@@ -289,7 +302,9 @@ impl Prepared {
 
     /// Bytes held in memory for this template's matcher data.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.bits.len() * (CYL_WORDS * 8 + MASK_WORDS * 8 + 12)
+        self.bits.len() * (CYL_WORDS * 8 + MASK_WORDS * 8 + 12 + 2)
+            + (self.geometry.pos.len() + self.geometry.hull.len()) * 8
+            + self.geometry.ang.len() * 4
             + 2 * PF_WORDS * 8
             + std::mem::size_of::<Self>()
     }
@@ -500,7 +515,26 @@ pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
     });
     let take = np.min(p);
     let s: f32 = order[..take].iter().map(|&t| lambda[t]).sum();
-    (s / np as f32).clamp(0.0, 1.0)
+    let local = (s / np as f32).clamp(0.0, 1.0);
+    let anchors: Vec<(usize, usize)> = order[..take.min(ANCHORS)]
+        .iter()
+        .map(|&t| {
+            let (_, i, j) = pairs[t];
+            (usize::from(a.minutia[i]), usize::from(b.minutia[j]))
+        })
+        .collect();
+    let global = best_agreement(&a.geometry, &b.geometry, &anchors).score();
+    fuse(local, global)
+}
+
+/// Relaxed pairs tried as the anchor of the global alignment.
+const ANCHORS: usize = 6;
+
+/// The final score: the local (MCC) score, weighted by how much of the common area agrees.
+/// Both must be high; the square root keeps the global term from dominating when only a few
+/// minutiae are shared.
+fn fuse(local: f32, global: f32) -> f32 {
+    local * global.sqrt()
 }
 
 fn cells_in_circle_cached() -> u32 {
