@@ -66,6 +66,38 @@ fn main() -> Result<()> {
     }
 }
 
+/// Maps a record's minutiae from the image size its header states onto the real image.
+///
+/// The commercial FVC2002 records state a 300x400 image for every data set, whatever the real
+/// size (388x374 in DB1, 296x560 in DB2, 300x300 in DB3): that extractor worked on images
+/// resized to 300x400, so its coordinates are stretched differently along x and y. Matching
+/// them against minutiae from the real image needs them stretched back; directions change
+/// with the stretch too.
+/// Our templates are in 500 dpi pixels, so the target is the image's size at 500 dpi.
+fn onto_image(t: &Template, image: &apg_fingerprint::GrayImage) -> Template {
+    let at_500 = |px: u32| (f64::from(px) * 500.0 / f64::from(image.dpi)).round() as u32;
+    let (width, height) = (at_500(image.width), at_500(image.height));
+    let (tw, th) = (f32::from(t.width()), f32::from(t.height()));
+    if tw == 0.0 || th == 0.0 || (u32::from(t.width()), u32::from(t.height())) == (width, height) {
+        return t.clone();
+    }
+    let (sx, sy) = (width as f32 / tw, height as f32 / th);
+    let minutiae = t
+        .minutiae()
+        .iter()
+        .map(|m| {
+            let (s, c) = m.angle.sin_cos();
+            apg_fingerprint::Minutia {
+                x: (f32::from(m.x) * sx).round() as u16,
+                y: (f32::from(m.y) * sy).round() as u16,
+                angle: (sy * s).atan2(sx * c).rem_euclid(std::f32::consts::TAU),
+                ..*m
+            }
+        })
+        .collect();
+    Template::from_minutiae(width as u16, height as u16, t.quality(), minutiae)
+}
+
 /// Comparison pairs (indices into the sample list) of one data set.
 struct Pairs {
     genuine: Vec<(usize, usize)>,
@@ -218,9 +250,11 @@ fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
                 .samples
                 .iter()
                 .map(|s| {
-                    iso::import(s.iso.as_deref().unwrap_or_default()).with_context(|| {
-                        format!("importing {}", s.path.with_extension("iso").display())
-                    })
+                    iso::import(s.iso.as_deref().unwrap_or_default())
+                        .with_context(|| {
+                            format!("importing {}", s.path.with_extension("iso").display())
+                        })
+                        .map(|t| onto_image(&t, &s.image))
                 })
                 .collect::<Result<_>>()?;
             let tg = score_all(&theirs, &p.genuine, cmp);
@@ -257,7 +291,7 @@ fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
             let nb: Vec<Option<nbis::Minutiae>> = ds
                 .samples
                 .iter()
-                .map(|s| nbis::extract_minutiae(&s.file_bytes, Some(500.0)).ok())
+                .map(|s| nbis::extract_minutiae(&s.file_bytes, Some(f64::from(s.image.dpi))).ok())
                 .collect();
             let nbis_failures = nb.iter().filter(|m| m.is_none()).count();
             if nbis_failures > 0 {
