@@ -6,7 +6,7 @@
 //! Counting agreeing minutiae against the minutiae inside the common area can: a genuine
 //! pair with little overlap still matches most of what it shares, an impostor does not.
 
-use crate::mcc::dphi;
+use crate::mcc::{assign_one_to_one, dphi};
 
 /// Positions (y up) and directions of all of a template's minutiae, and its convex hull.
 pub(crate) struct Geometry {
@@ -57,8 +57,6 @@ pub(crate) fn best_agreement(a: &Geometry, b: &Geometry, anchors: &[(usize, usiz
     let mut best = Agreement::default();
     let mut cand: Vec<(f32, u16, u16)> = Vec::with_capacity(a.pos.len() * 4);
     let mut moved: Vec<(f32, f32)> = Vec::with_capacity(a.pos.len());
-    let mut used_a = vec![false; a.pos.len()];
-    let mut used_b = vec![false; b.pos.len()];
     for &(ia, ib) in anchors {
         let rot = dphi(b.ang[ib] - a.ang[ia]);
         let (s, c) = rot.sin_cos();
@@ -84,18 +82,9 @@ pub(crate) fn best_agreement(a: &Geometry, b: &Geometry, anchors: &[(usize, usiz
                 cand.push((d2, i as u16, j as u16));
             }
         }
+        // Closest first.
         cand.sort_unstable_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
-        used_a.iter_mut().for_each(|u| *u = false);
-        used_b.iter_mut().for_each(|u| *u = false);
-        let mut matched = 0;
-        for &(_, i, j) in &cand {
-            let (i, j) = (i as usize, j as usize);
-            if !used_a[i] && !used_b[j] {
-                used_a[i] = true;
-                used_b[j] = true;
-                matched += 1;
-            }
-        }
+        let matched = assign_one_to_one(&cand, a.pos.len(), b.pos.len()).len();
         if matched <= best.matched {
             continue;
         }

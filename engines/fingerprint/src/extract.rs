@@ -178,8 +178,9 @@ impl Extractor {
                 needed: self.cfg.min_foreground_pixels,
             });
         }
-        let period = ridge_period(&px, w, h, &field);
-        let periods = period_map(&px, w, h, &field, period);
+        let own_periods = block_periods(&px, w, h, &field);
+        let period = ridge_period(&field, &own_periods);
+        let periods = period_map(&field, &own_periods, period);
         let (enhanced, clarity) = gabor(&px, w, h, &field, &periods);
         let mut ridge = vec![0u8; w * h];
         for y in 0..h {
@@ -525,7 +526,25 @@ fn block_period(px: &[f32], w: usize, h: usize, cx: f32, cy: f32, theta: f32) ->
     Some(peak as f32 + off)
 }
 
-fn ridge_period(px: &[f32], w: usize, h: usize, f: &Field) -> f32 {
+/// Each clear block's own ridge period (`None` where it has none), computed once and shared
+/// by the print's median period and the per-block map.
+fn block_periods(px: &[f32], w: usize, h: usize, f: &Field) -> Vec<Option<f32>> {
+    let mut own = vec![None; f.bw * f.bh];
+    for by in 0..f.bh {
+        for bx in 0..f.bw {
+            let i = by * f.bw + bx;
+            if !f.fg[i] || f.coherence[i] < 0.3 {
+                continue;
+            }
+            let (cx, cy) = ((bx * B + B / 2) as f32, (by * B + B / 2) as f32);
+            own[i] = block_period(px, w, h, cx, cy, f.theta[i]);
+        }
+    }
+    own
+}
+
+/// The print's ridge period: the median over every other inner block whose ridges are clear.
+fn ridge_period(f: &Field, own: &[Option<f32>]) -> f32 {
     let mut periods = Vec::new();
     for by in (1..f.bh.saturating_sub(1)).step_by(2) {
         for bx in (1..f.bw.saturating_sub(1)).step_by(2) {
@@ -533,11 +552,8 @@ fn ridge_period(px: &[f32], w: usize, h: usize, f: &Field) -> f32 {
             if !f.fg[i] || f.coherence[i] < 0.4 {
                 continue;
             }
-            let (cx, cy) = ((bx * B + B / 2) as f32, (by * B + B / 2) as f32);
-            if let Some(p) = block_period(px, w, h, cx, cy, f.theta[i]) {
-                if (4.0..=18.0).contains(&p) {
-                    periods.push(p);
-                }
+            if let Some(p) = own[i].filter(|p| (4.0..=18.0).contains(p)) {
+                periods.push(p);
             }
         }
     }
@@ -552,22 +568,14 @@ fn ridge_period(px: &[f32], w: usize, h: usize, f: &Field) -> f32 {
 /// neighbourhood; blocks without a usable estimate take the print's median `global`. Ridges
 /// are finer near the tip and coarser near the core, and one period for the whole print
 /// blurs or splits them where it is wrong.
-fn period_map(px: &[f32], w: usize, h: usize, f: &Field, global: f32) -> Vec<f32> {
-    let mut own = vec![f32::NAN; f.bw * f.bh];
-    for by in 0..f.bh {
-        for bx in 0..f.bw {
-            let i = by * f.bw + bx;
-            if !f.fg[i] || f.coherence[i] < 0.3 {
-                continue;
-            }
-            let (cx, cy) = ((bx * B + B / 2) as f32, (by * B + B / 2) as f32);
-            if let Some(p) = block_period(px, w, h, cx, cy, f.theta[i]) {
-                if p >= 0.65 * global && p <= 1.5 * global {
-                    own[i] = p;
-                }
-            }
-        }
-    }
+fn period_map(f: &Field, own: &[Option<f32>], global: f32) -> Vec<f32> {
+    let own: Vec<f32> = own
+        .iter()
+        .map(|p| {
+            p.filter(|&p| p >= 0.65 * global && p <= 1.5 * global)
+                .unwrap_or(f32::NAN)
+        })
+        .collect();
     let mut map = vec![global; f.bw * f.bh];
     for by in 0..f.bh {
         for bx in 0..f.bw {

@@ -427,6 +427,31 @@ impl Matcher {
     }
 }
 
+/// Greedy one-to-one assignment: walks `ranked` (best first) and keeps each pair whose two
+/// sides, out of `na` and `nb`, are both still free.
+pub(crate) fn assign_one_to_one(
+    ranked: &[(f32, u16, u16)],
+    na: usize,
+    nb: usize,
+) -> Vec<(f32, usize, usize)> {
+    let most = na.min(nb);
+    let mut used_a = vec![false; na];
+    let mut used_b = vec![false; nb];
+    let mut pairs = Vec::with_capacity(most);
+    for &(s, i, j) in ranked {
+        let (i, j) = (usize::from(i), usize::from(j));
+        if !used_a[i] && !used_b[j] {
+            used_a[i] = true;
+            used_b[j] = true;
+            pairs.push((s, i, j));
+            if pairs.len() == most {
+                break;
+            }
+        }
+    }
+    pairs
+}
+
 pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
     let (na, nb) = (a.len(), b.len());
     if na == 0 || nb == 0 {
@@ -446,22 +471,7 @@ pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
         return 0.0;
     }
     sims.sort_unstable_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal));
-    // Greedy one-to-one assignment.
-    let n_r = na.min(nb);
-    let mut used_a = vec![false; na];
-    let mut used_b = vec![false; nb];
-    let mut pairs: Vec<(f32, usize, usize)> = Vec::with_capacity(n_r);
-    for &(s, i, j) in &sims {
-        let (i, j) = (i as usize, j as usize);
-        if !used_a[i] && !used_b[j] {
-            used_a[i] = true;
-            used_b[j] = true;
-            pairs.push((s, i, j));
-            if pairs.len() == n_r {
-                break;
-            }
-        }
-    }
+    let pairs = assign_one_to_one(&sims, na, nb);
     let np =
         (MIN_NP + (sigmoid(na.min(nb) as f32, MU_P, TAU_P) * (MAX_NP - MIN_NP)).round()) as usize;
     let p = pairs.len();
