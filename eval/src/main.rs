@@ -42,6 +42,10 @@ enum Cmd {
         /// Skip NBIS even when built with it.
         #[arg(long)]
         no_nbis: bool,
+        /// List the errors behind each set's EER: the strongest FVC impostor pairs and the
+        /// genuine pairs scoring below the strongest one.
+        #[arg(long)]
+        errors: bool,
     },
     /// Speed: extraction per image, 1:1 comparison, 1:N search over a gallery of perturbed
     /// templates on one core and all cores, memory per gallery template.
@@ -61,7 +65,8 @@ fn main() -> Result<()> {
             dataset,
             out,
             no_nbis,
-        } => fingerprint(&dataset, &out, no_nbis),
+            errors,
+        } => fingerprint(&dataset, &out, no_nbis, errors),
         Cmd::FingerprintBench { dataset, gallery } => bench::run(&dataset, gallery),
     }
 }
@@ -134,6 +139,48 @@ fn pairs(ds: &DataSet) -> Pairs {
     p
 }
 
+/// Prints the pairs behind a set's FVC EER: the three strongest impostor pairs and every
+/// genuine pair scoring below the strongest impostor, weakest first.
+fn print_errors(
+    ds: &DataSet,
+    templates: &[Template],
+    quality: &[f32],
+    p: &Pairs,
+    gen: &[f64],
+    imp: &[f64],
+) {
+    let name = |i: usize| {
+        let s = &ds.samples[i];
+        format!(
+            "{}_{} ({} minutiae, quality {:.0})",
+            s.finger,
+            s.impression,
+            templates[i].minutiae_count(),
+            quality[i]
+        )
+    };
+    let mut top: Vec<(f64, (usize, usize))> = imp
+        .iter()
+        .copied()
+        .zip(p.fvc_impostor.iter().copied())
+        .collect();
+    top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let strongest = top.first().map_or(0.0, |t| t.0);
+    for (s, (i, j)) in top.iter().take(3) {
+        eprintln!("{} impostor {s:.4}: {} vs {}", ds.name, name(*i), name(*j));
+    }
+    let mut weak: Vec<(f64, (usize, usize))> = gen
+        .iter()
+        .copied()
+        .zip(p.genuine.iter().copied())
+        .filter(|g| g.0 < strongest)
+        .collect();
+    weak.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (s, (i, j)) in &weak {
+        eprintln!("{} genuine {s:.4}: {} vs {}", ds.name, name(*i), name(*j));
+    }
+}
+
 fn score_all<T: Sync>(
     items: &[T],
     list: &[(usize, usize)],
@@ -169,7 +216,7 @@ struct Pool {
     imp: Vec<f64>,
 }
 
-fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
+fn fingerprint(root: &Path, out: &Path, no_nbis: bool, errors: bool) -> Result<()> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("creating output folder {}", out.display()))?;
     let dirs = data::discover(root)?;
@@ -228,6 +275,9 @@ fn fingerprint(root: &Path, out: &Path, no_nbis: bool) -> Result<()> {
         let fvc_imp = score_all(&ours, &p.fvc_impostor, cmp);
         let cross_imp = score_all(&ours, &p.cross_impostor, cmp);
         let r_fvc = metrics::rates(&gen, &fvc_imp);
+        if errors {
+            print_errors(&ds, &ours, &qual, &p, &gen, &fvc_imp);
+        }
         let r_cross = metrics::rates(&gen, &cross_imp);
         fvc_table.push_str(&row("apg", &ds.name, &r_fvc));
         cross_table.push_str(&row("apg", &ds.name, &r_cross));

@@ -34,4 +34,4 @@ pub use template::{Minutia, MinutiaKind, Template, TemplateError};
 
 /// Score threshold of [`Matcher::compare`] giving a false-match rate of at most 1/10,000,
 /// measured on FVC2002 DB1_B..DB4_B (all cross-finger impostor pairs, see the README).
-pub const THRESHOLD_FMR_1E4: f32 = 0.020;
+pub const THRESHOLD_FMR_1E4: f32 = 0.0075;

@@ -453,9 +453,16 @@ pub(crate) fn assign_one_to_one(
 }
 
 pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
+    let (local, g) = compare_parts(a, b);
+    fuse(local, g.score())
+}
+
+/// The local (relaxed MCC) score and the global agreement behind one comparison.
+fn compare_parts(a: &Prepared, b: &Prepared) -> (f32, crate::consolidate::Agreement) {
+    let none = crate::consolidate::Agreement::default();
     let (na, nb) = (a.len(), b.len());
     if na == 0 || nb == 0 {
-        return 0.0;
+        return (0.0, none);
     }
     let min_me = (MIN_ME_FRAC * cells_in_circle_cached() as f32).ceil() as u32;
     let mut sims: Vec<(f32, u16, u16)> = Vec::with_capacity(na * nb / 2);
@@ -468,7 +475,7 @@ pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
         }
     }
     if sims.is_empty() {
-        return 0.0;
+        return (0.0, none);
     }
     sims.sort_unstable_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal));
     let pairs = assign_one_to_one(&sims, na, nb);
@@ -476,7 +483,7 @@ pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
         (MIN_NP + (sigmoid(na.min(nb) as f32, MU_P, TAU_P) * (MAX_NP - MIN_NP)).round()) as usize;
     let p = pairs.len();
     if p < 2 {
-        return pairs.iter().map(|x| x.0).sum::<f32>() / np as f32;
+        return (pairs.iter().map(|x| x.0).sum::<f32>() / np as f32, none);
     }
     // Relaxation: pairs that are geometrically compatible with other strong pairs keep their
     // similarity, isolated ones fade.
@@ -533,18 +540,17 @@ pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
             (usize::from(a.minutia[i]), usize::from(b.minutia[j]))
         })
         .collect();
-    let global = best_agreement(&a.geometry, &b.geometry, &anchors).score();
-    fuse(local, global)
+    (local, best_agreement(&a.geometry, &b.geometry, &anchors))
 }
 
 /// Relaxed pairs tried as the anchor of the global alignment.
 const ANCHORS: usize = 6;
 
-/// The final score: the local (MCC) score, weighted by how much of the common area agrees.
-/// Both must be high; the square root keeps the global term from dominating when only a few
-/// minutiae are shared.
+/// The final score: the local (MCC) score, weighted by the share of the common area that
+/// agrees. Both must be high. (With the tight tolerances of the refitted alignment the plain
+/// product separates best; the square root suited the looser single-anchor alignment.)
 fn fuse(local: f32, global: f32) -> f32 {
-    local * global.sqrt()
+    local * global
 }
 
 fn cells_in_circle_cached() -> u32 {
