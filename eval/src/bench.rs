@@ -24,8 +24,12 @@ impl Rng {
     }
 }
 
-/// A distinct synthetic identity from a real template: rotation, translation, per-minutia
-/// jitter, dropped and added minutiae.
+/// A distinct synthetic identity from a real template: mirrored left to right, then rotation,
+/// translation, per-minutia jitter, dropped and added minutiae. The mirror is what makes it
+/// another identity: no rotation brings a mirrored print back onto the original, so the copies
+/// made from the probe's own finger are impostors like the rest (unmirrored, they were near
+/// copies of the probe and crowded the true mate out of the shortlist), while the minutiae
+/// keep the spacing and density of real prints.
 fn perturb(t: &Template, rng: &mut Rng) -> Template {
     let rot = (rng.unit() - 0.5) * 2.0 * std::f32::consts::PI;
     let (s, c) = rot.sin_cos();
@@ -35,14 +39,14 @@ fn perturb(t: &Template, rng: &mut Rng) -> Template {
         if rng.unit() < 0.25 {
             continue;
         }
-        let (x, y) = (f32::from(m.x) - cx, -(f32::from(m.y) - cy));
+        let (x, y) = (cx - f32::from(m.x), -(f32::from(m.y) - cy));
         let (rx, ry) = (x * c - y * s, x * s + y * c);
         let jx = (rng.unit() - 0.5) * 30.0;
         let jy = (rng.unit() - 0.5) * 30.0;
         ms.push(Minutia {
             x: (rx + cx + 100.0 + jx).max(0.0) as u16,
             y: (-ry + cy + 100.0 + jy).max(0.0) as u16,
-            angle: m.angle + rot + (rng.unit() - 0.5) * 1.0,
+            angle: std::f32::consts::PI - m.angle + rot + (rng.unit() - 0.5) * 1.0,
             ..*m
         });
     }
@@ -170,10 +174,12 @@ pub fn run(root: &Path, gallery_size: usize) -> Result<()> {
         .collect();
     let mut missed = 0;
     let mut rank1 = 0;
+    let mut ranks = Vec::with_capacity(probes.len());
     for &(i, key) in &probes {
-        let (_, inside) = g
+        let (rank, inside) = g
             .prefilter_rank(&templates[i], &key)
             .expect("mate enrolled");
+        ranks.push(rank);
         if !inside {
             missed += 1;
         }
@@ -187,6 +193,21 @@ pub fn run(root: &Path, gallery_size: usize) -> Result<()> {
         missed as f64 * 100.0 / probes.len() as f64,
         rank1 as f64 * 100.0 / probes.len() as f64
     );
+    // How deep the shortlist would have to be: the share of true mates within the first
+    // stage's top fraction of the gallery.
+    let within: Vec<String> = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+        .iter()
+        .map(|&f| {
+            let depth = (g.len() as f64 * f).ceil() as usize;
+            let inside = ranks.iter().filter(|&&r| r < depth).count();
+            format!(
+                "top {:.1}%: {:.1}%",
+                f * 100.0,
+                inside as f64 * 100.0 / ranks.len().max(1) as f64
+            )
+        })
+        .collect();
+    println!("1:N prefilter: true mates within {}", within.join(", "));
     for threads in [1usize, rayon::current_num_threads()] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
