@@ -62,7 +62,7 @@ fn perturb(t: &Template, rng: &mut Rng) -> Template {
     Template::from_minutiae(t.width() + 200, t.height() + 200, t.quality(), ms)
 }
 
-pub fn run(root: &Path, gallery_size: usize) -> Result<()> {
+pub fn run(root: &Path, gallery_size: usize, shortlist: Option<f32>) -> Result<()> {
     let dirs = data::discover(root)?;
     let mut samples = Vec::new();
     for d in &dirs {
@@ -128,6 +128,9 @@ pub fn run(root: &Path, gallery_size: usize) -> Result<()> {
 
     // Gallery: true mates (first impression of every finger) plus perturbed identities.
     let mut g: Gallery<u64> = Gallery::new();
+    if let Some(fraction) = shortlist {
+        g.set_shortlist(fraction, 1);
+    }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut mates = Vec::new();
     for (i, (db, s)) in samples.iter().enumerate() {

@@ -56,6 +56,10 @@ enum Cmd {
         /// Gallery size for 1:N.
         #[arg(long, default_value_t = 100_000)]
         gallery: usize,
+        /// Shortlist of the second (MCC) stage as a fraction of the gallery, with no minimum;
+        /// the engine's default (0.2 %, at least 100) when absent.
+        #[arg(long)]
+        shortlist: Option<f32>,
     },
 }
 
@@ -67,7 +71,11 @@ fn main() -> Result<()> {
             no_nbis,
             errors,
         } => fingerprint(&dataset, &out, no_nbis, errors),
-        Cmd::FingerprintBench { dataset, gallery } => bench::run(&dataset, gallery),
+        Cmd::FingerprintBench {
+            dataset,
+            gallery,
+            shortlist,
+        } => bench::run(&dataset, gallery, shortlist),
     }
 }
 

@@ -3,7 +3,8 @@
 //! Pipeline: [`GrayImage`] → [`Extractor`] (segmentation, orientation field, ridge frequency,
 //! oriented Gabor enhancement, binarisation, thinning, minutiae, false-minutiae removal,
 //! quality) → [`Template`] (compact versioned format, ISO/IEC 19794-2 and ANSI/INCITS 378 through
-//! [`iso`]) → [`Matcher`] (Minutia Cylinder-Code local similarity with relaxation) and
+//! [`iso`]) → [`Matcher`] (Minutia Cylinder-Code local similarity with relaxation, then a
+//! refitted global alignment that counts agreeing minutiae) and
 //! [`Gallery`] (two-stage 1:N search on all cores).
 //!
 //! The crate is pure: no I/O, no global state. Liveness is honest: [`ReplayDetector`] rejects
@@ -22,6 +23,8 @@ mod image;
 pub mod iso;
 mod mcc;
 pub mod pad;
+#[cfg(target_arch = "x86_64")]
+mod popcount;
 mod replay;
 mod template;
 
