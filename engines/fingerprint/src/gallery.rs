@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-use crate::mcc::{compare_prepared, prefilter_score};
+use crate::first_stage::PairFeatures;
+use crate::mcc::compare_prepared;
 use crate::template::Template;
 
 /// Default shortlist: this fraction of the gallery …
@@ -19,6 +20,8 @@ const SHORTLIST_MIN: usize = 100;
 pub struct Gallery<K> {
     keys: Vec<K>,
     templates: Vec<Template>,
+    /// First-stage features of each template, side by side so a search streams through them.
+    features: Vec<PairFeatures>,
     shortlist_fraction: f32,
     shortlist_min: usize,
 }
@@ -35,6 +38,7 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
         Self {
             keys: Vec::new(),
             templates: Vec::new(),
+            features: Vec::new(),
             shortlist_fraction: SHORTLIST_FRACTION,
             shortlist_min: SHORTLIST_MIN,
         }
@@ -50,17 +54,21 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
     /// Adds a template (replacing an existing one with the same key).
     pub fn insert(&mut self, key: K, t: Template) {
         t.prepared();
+        let features = PairFeatures::new(&t.minutiae);
         if let Some(i) = self.keys.iter().position(|k| *k == key) {
             self.templates[i] = t;
+            self.features[i] = features;
         } else {
             self.keys.push(key);
             self.templates.push(t);
+            self.features.push(features);
         }
     }
 
     /// Adds a template whose key the caller knows to be new (no duplicate scan: O(1)).
     pub fn insert_unique(&mut self, key: K, t: Template) {
         t.prepared();
+        self.features.push(PairFeatures::new(&t.minutiae));
         self.keys.push(key);
         self.templates.push(t);
     }
@@ -69,6 +77,7 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
     pub fn remove(&mut self, key: &K) -> Option<Template> {
         let i = self.keys.iter().position(|k| k == key)?;
         self.keys.swap_remove(i);
+        self.features.swap_remove(i);
         Some(self.templates.swap_remove(i))
     }
 
@@ -93,6 +102,7 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
             .map(|t| {
                 std::mem::size_of::<Template>()
                     + std::mem::size_of::<K>()
+                    + std::mem::size_of::<PairFeatures>()
                     + t.minutiae.capacity() * std::mem::size_of::<crate::Minutia>()
                     + t.prepared().heap_bytes()
             })
@@ -109,20 +119,21 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
 
     /// The best `max` matches, best first, with their scores.
     pub fn search(&self, probe: &Template, max: usize) -> Vec<(K, f32)> {
-        let p = probe.prepared();
         let n = self.templates.len();
         if n == 0 || max == 0 {
             return Vec::new();
         }
+        let p = probe.prepared();
         let keep = self.shortlist_len().max(max.min(n));
         let candidates: Vec<usize> = if keep >= n {
             (0..n).collect()
         } else {
+            let probe_features = PairFeatures::new(&probe.minutiae);
             let mut first: Vec<(f32, usize)> = self
-                .templates
+                .features
                 .par_iter()
                 .enumerate()
-                .map(|(i, t)| (prefilter_score(p, t.prepared()), i))
+                .map(|(i, f)| (probe_features.score(f), i))
                 .collect();
             first.select_nth_unstable_by(keep - 1, |a, b| {
                 b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal)
@@ -150,14 +161,13 @@ impl<K: Clone + PartialEq + Send + Sync> Gallery<K> {
     /// it falls inside the shortlist. `None` when the key is absent. For evaluation.
     pub fn prefilter_rank(&self, probe: &Template, key: &K) -> Option<(usize, bool)> {
         let i = self.keys.iter().position(|k| k == key)?;
-        let p = probe.prepared();
-        let score = |t: &Template| prefilter_score(p, t.prepared());
-        let mine = score(&self.templates[i]);
+        let probe_features = PairFeatures::new(&probe.minutiae);
+        let mine = probe_features.score(&self.features[i]);
         let rank = self
-            .templates
+            .features
             .par_iter()
             .enumerate()
-            .filter(|&(j, t)| j != i && score(t) > mine)
+            .filter(|&(j, f)| j != i && probe_features.score(f) > mine)
             .count();
         Some((rank, rank < self.shortlist_len()))
     }

@@ -18,6 +18,7 @@
 
 mod consolidate;
 mod extract;
+mod first_stage;
 mod gallery;
 mod image;
 pub mod iso;
