@@ -2,6 +2,7 @@
 //! optionally a file, with the level changeable on reload.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use tracing_subscriber::fmt::writer::MakeWriterExt;
@@ -41,10 +42,10 @@ pub fn init(config: &Logging) -> Result<LogHandle, String> {
         ),
         None => None,
     };
-    let writer = std::io::stderr.and(Mutex::new(match file {
+    let file = Mutex::new(match file {
         Some(f) => NullOr::File(f),
         None => NullOr::Null,
-    }));
+    });
     let registry = tracing_subscriber::registry().with(filter_layer);
     let result = match config.format {
         LogFormat::Json => registry
@@ -53,11 +54,22 @@ pub fn init(config: &Logging) -> Result<LogHandle, String> {
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(writer),
+                    .with_writer(std::io::stderr.and(file)),
             )
             .try_init(),
+        // Colour codes only where a person reads a terminal: journald and log files would
+        // store them as escape bytes.
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(file),
+            )
             .try_init(),
     };
     // A second init (tests) keeps the first subscriber.

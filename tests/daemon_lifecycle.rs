@@ -50,6 +50,24 @@ fn ready_follows_status_lines_and_sigterm_stops_cleanly_within_five_seconds() {
 }
 
 #[test]
+fn text_logs_carry_no_colour_codes() {
+    // The log file and journald (stderr is not a terminal here) store escape bytes literally.
+    let agent = AgentProcess::start(Options {
+        log_format: Some("text"),
+        ..Options::default()
+    });
+    let text = agent.log_text();
+    assert!(
+        text.contains("INFO"),
+        "no INFO line in the text log: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in the log file: {text:?}"
+    );
+}
+
+#[test]
 fn watchdog_pings_at_half_the_interval() {
     let mut agent = AgentProcess::start(Options {
         watchdog_usec: Some(400_000),

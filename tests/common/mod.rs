@@ -58,6 +58,8 @@ pub struct Options {
     pub agent_id: Option<String>,
     /// Site id (default `test-site`).
     pub site: Option<String>,
+    /// `logging.format` (default `json`).
+    pub log_format: Option<&'static str>,
 }
 
 /// A running agent and the files it owns.
@@ -125,7 +127,7 @@ impl AgentProcess {
              keys: {{master_key_file: {key}}}\n\
              api: {{listen: \"127.0.0.1:0\", socket: {socket}}}\n\
              monitoring: {{metrics_enabled: true, metrics_address: 127.0.0.1, metrics_port: 0}}\n\
-             logging: {{level: info, format: json, file: {log}}}\n\
+             logging: {{level: info, format: {log_format}, file: {log}}}\n\
              devices:\n  capture_timeout: 2.0\n  simulated:\n{devices}\n{extra}\n",
             agent_id = options.agent_id.as_deref().unwrap_or("test-agent"),
             site = options.site.as_deref().unwrap_or("test-site"),
@@ -134,6 +136,7 @@ impl AgentProcess {
             key = key.display(),
             socket = socket.display(),
             log = log.display(),
+            log_format = options.log_format.unwrap_or("json"),
             devices = devices
                 .iter()
                 .map(|d| format!("    - {d}\n"))
