@@ -32,9 +32,9 @@ pub struct Cli {
 /// Where samples come from.
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {
-    /// Modality.
-    #[arg(long, default_value = "fingerprint")]
-    pub modality: String,
+    /// Modality (default: what `--device` captures, else fingerprint).
+    #[arg(long)]
+    pub modality: Option<String>,
     /// Capture from this device (default: the first usable one).
     #[arg(long, conflicts_with = "sample")]
     pub device: Option<String>,
@@ -349,7 +349,10 @@ fn urlencode(s: &str) -> String {
 }
 
 fn sample_body(args: &SampleArgs, single: bool) -> anyhow::Result<Value> {
-    let mut body = json!({ "modality": args.modality });
+    let mut body = json!({});
+    if let Some(modality) = &args.modality {
+        body["modality"] = json!(modality);
+    }
     if let Some(device) = &args.device {
         body["device_id"] = json!(device);
     }
@@ -592,7 +595,7 @@ async fn enroll(
                         "[{}/{}] Present the {} now (attempt {})...",
                         line["accepted"].as_u64().unwrap_or(0) + 1,
                         line["needed"],
-                        samples.modality,
+                        line["modality"].as_str().unwrap_or("biometric"),
                         line["attempt"]
                     ),
                     Some("accepted") if !json_mode => println!(

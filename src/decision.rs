@@ -198,6 +198,8 @@ pub struct EnrollOutcome {
 pub enum EnrollProgress {
     /// A capture is about to start; present the biometric.
     Capture {
+        /// What to present (the request may have left it to the device).
+        modality: Modality,
         /// Attempt number, from 1.
         attempt: u32,
         /// Captures accepted so far.
@@ -511,6 +513,7 @@ async fn enroll_inner(
         send(
             &progress,
             EnrollProgress::Capture {
+                modality,
                 attempt,
                 accepted: accepted.len() as u32,
                 needed,

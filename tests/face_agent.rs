@@ -59,13 +59,15 @@ fn enroll_from_the_camera_then_verify_identify_and_refuse_a_photo_attack() {
     let enrolled = agent.socket_request(
         "POST",
         &format!("{PREFIX}/subjects/bob/enroll"),
-        Some(&json!({ "modality": "face", "device_id": "camera-1" })),
+        // No modality: the agent takes it from the device, a camera.
+        Some(&json!({ "device_id": "camera-1" })),
     );
     assert_eq!(
         enrolled.status, 201,
         "enroll from the camera: {}",
         enrolled.text
     );
+    assert_eq!(enrolled.json["modality"], "face", "{}", enrolled.text);
 
     let genuine = verify(&agent, "bob", "deepface/img5.jpg");
     assert_eq!(genuine.status, 200, "{}", genuine.text);

@@ -225,7 +225,8 @@ pub async fn delete_subject(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
-    modality: Modality,
+    #[serde(default)]
+    modality: Option<Modality>,
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
@@ -242,8 +243,9 @@ pub async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<Response, ApiError> {
     require(&p, Permission::Admin)?;
+    let modality = modality_of(&agent, req.modality, req.device_id.as_deref());
     let source = samples::source(
-        req.modality,
+        modality,
         req.device_id,
         req.samples.iter().collect(),
         "samples",
@@ -254,7 +256,7 @@ pub async fn enroll(
         .is_some_and(|v| v.contains("application/x-ndjson"));
     if !streaming {
         let outcome =
-            decision::enroll(&agent, &actor(&p), &reference, req.modality, source, None).await?;
+            decision::enroll(&agent, &actor(&p), &reference, modality, source, None).await?;
         return Ok((StatusCode::CREATED, Json(outcome)).into_response());
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -271,7 +273,6 @@ pub async fn enroll(
             )));
         }
     });
-    let modality = req.modality;
     tokio::spawn(async move {
         let result =
             decision::enroll(&agent, &actor(&p), &reference, modality, source, Some(tx)).await;
@@ -303,7 +304,8 @@ fn tokio_stream_from<T: Send + 'static>(
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     subject_id: String,
-    modality: Modality,
+    #[serde(default)]
+    modality: Option<Modality>,
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
@@ -317,8 +319,9 @@ pub async fn verify(
     ApiJson(req): ApiJson<VerifyRequest>,
 ) -> Result<Response, ApiError> {
     require(&p, Permission::Verify)?;
+    let modality = modality_of(&agent, req.modality, req.device_id.as_deref());
     let source = samples::source(
-        req.modality,
+        modality,
         req.device_id,
         req.sample.iter().collect(),
         "sample",
@@ -327,7 +330,7 @@ pub async fn verify(
         &agent,
         &actor(&p),
         &req.subject_id,
-        req.modality,
+        modality,
         source,
         Some(request_id.0),
     )
@@ -338,7 +341,8 @@ pub async fn verify(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentifyRequest {
-    modality: Modality,
+    #[serde(default)]
+    modality: Option<Modality>,
     #[serde(default)]
     device_id: Option<String>,
     #[serde(default)]
@@ -351,6 +355,23 @@ fn default_candidates() -> usize {
     5
 }
 
+/// The modality a request names; else the one its device captures (the first enabled engine
+/// for the device's kind, so `--device door-camera` needs no `--modality face`); else
+/// fingerprint. An unknown device falls through and its capture reports it by name.
+fn modality_of(agent: &Agent, named: Option<Modality>, device: Option<&str>) -> Modality {
+    if let Some(m) = named {
+        return m;
+    }
+    device
+        .and_then(|id| agent.devices.status(id))
+        .and_then(|status| {
+            Modality::ALL
+                .into_iter()
+                .find(|m| m.device_kind() == status.info.kind && agent.engine(*m).is_some())
+        })
+        .unwrap_or(Modality::Fingerprint)
+}
+
 pub async fn identify(
     State(agent): AppState,
     Extension(p): Extension<Principal>,
@@ -358,8 +379,9 @@ pub async fn identify(
     ApiJson(req): ApiJson<IdentifyRequest>,
 ) -> Result<Response, ApiError> {
     require(&p, Permission::Verify)?;
+    let modality = modality_of(&agent, req.modality, req.device_id.as_deref());
     let source = samples::source(
-        req.modality,
+        modality,
         req.device_id,
         req.sample.iter().collect(),
         "sample",
@@ -367,7 +389,7 @@ pub async fn identify(
     let outcome = decision::identify(
         &agent,
         &actor(&p),
-        req.modality,
+        modality,
         source,
         req.max_candidates,
         Some(request_id.0),
