@@ -211,24 +211,30 @@ mod tests {
         Geometry { pos, ang, hull }
     }
 
-    #[test]
-    fn a_rotated_copy_agrees_everywhere() {
+    /// A spread of 30 minutiae, and the same turned by 2.5 rad and moved; `anchor_error` is
+    /// added to the direction of the second print's minutia 0.
+    fn print_and_turned_copy(anchor_error: f32) -> (Geometry, Geometry) {
         let pos: Vec<(f32, f32)> = (0..30)
             .map(|k| ((k * 37 % 200) as f32, -((k * 53 % 260) as f32)))
             .collect();
         let ang: Vec<f32> = (0..30).map(|k| (k as f32 * 0.7) % 6.2).collect();
-        let a = geometry(pos.clone(), ang.clone());
         let rot = 2.5f32;
         let (s, c) = rot.sin_cos();
         let bpos = pos
             .iter()
             .map(|&(x, y)| (x * c - y * s + 40.0, x * s + y * c - 10.0))
             .collect();
-        let bang = ang
+        let mut bang: Vec<f32> = ang
             .iter()
             .map(|t| (t + rot).rem_euclid(std::f32::consts::TAU))
             .collect();
-        let b = geometry(bpos, bang);
+        bang[0] += anchor_error;
+        (geometry(pos, ang), geometry(bpos, bang))
+    }
+
+    #[test]
+    fn a_rotated_copy_agrees_everywhere() {
+        let (a, b) = print_and_turned_copy(0.0);
         let g = best_agreement(&a, &b, &[(3, 3)]);
         assert_eq!(g.matched, 30);
         assert_eq!((g.overlap_a, g.overlap_b), (30, 30));
@@ -237,23 +243,10 @@ mod tests {
 
     #[test]
     fn the_refit_corrects_an_anchor_whose_direction_is_off() {
-        // B is A turned by 2.5 rad, but the anchor minutia's direction in B is 0.1 rad off
-        // (minutia directions are only good to a few degrees): aligned on it alone, the
-        // minutiae more than 100 px away land beyond the tolerance.
-        let pos: Vec<(f32, f32)> = (0..30)
-            .map(|k| ((k * 37 % 200) as f32, -((k * 53 % 260) as f32)))
-            .collect();
-        let ang: Vec<f32> = (0..30).map(|k| (k as f32 * 0.7) % 6.2).collect();
-        let a = geometry(pos.clone(), ang.clone());
-        let rot = 2.5f32;
-        let (s, c) = rot.sin_cos();
-        let bpos: Vec<(f32, f32)> = pos
-            .iter()
-            .map(|&(x, y)| (x * c - y * s + 40.0, x * s + y * c - 10.0))
-            .collect();
-        let mut bang: Vec<f32> = ang.iter().map(|t| t + rot).collect();
-        bang[0] += 0.1;
-        let b = geometry(bpos, bang);
+        // The anchor minutia's direction is 0.1 rad off (minutia directions are only good to
+        // a few degrees): aligned on it alone, the minutiae more than 100 px away land beyond
+        // the tolerance.
+        let (a, b) = print_and_turned_copy(0.1);
         let single = Rigid::new(dphi(b.ang[0] - a.ang[0]), a.pos[0], b.pos[0]);
         let unrefined = Work::default().pairs_under(&a, &b, &single).len();
         assert!((3..25).contains(&unrefined), "{unrefined}");

@@ -8,7 +8,7 @@
 
 use std::f32::consts::PI;
 
-use crate::mcc::dphi;
+use crate::mcc::{dphi, positions_y_up};
 use crate::template::Minutia;
 
 /// Cells: distance bins × angle bins × angle bins.
@@ -36,10 +36,7 @@ pub(crate) struct PairFeatures {
 impl PairFeatures {
     /// Pair features of a template's minutiae (positions in image pixels, y down).
     pub(crate) fn new(ms: &[Minutia]) -> Self {
-        let pos: Vec<(f32, f32)> = ms
-            .iter()
-            .map(|m| (f32::from(m.x), -f32::from(m.y)))
-            .collect();
+        let pos = positions_y_up(ms);
         let mut exact = [0u64; WORDS];
         let mut fuzzy = [0u64; WORDS];
         let max_d = DIST_MIN + DIST_BIN * DIST_BINS as f32;

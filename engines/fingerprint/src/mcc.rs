@@ -152,12 +152,16 @@ pub(crate) fn near_hull(hull: &[(f32, f32)], q: (f32, f32), omega: f32) -> bool 
     inside || best <= omega * omega
 }
 
+/// Minutiae positions in a y-up frame, the frame their directions are measured in.
+pub(crate) fn positions_y_up(ms: &[Minutia]) -> Vec<(f32, f32)> {
+    ms.iter()
+        .map(|m| (f32::from(m.x), -f32::from(m.y)))
+        .collect()
+}
+
 impl Prepared {
     pub(crate) fn new(ms: &[Minutia]) -> Self {
-        let all_pos: Vec<(f32, f32)> = ms
-            .iter()
-            .map(|m| (f32::from(m.x), -f32::from(m.y)))
-            .collect();
+        let all_pos = positions_y_up(ms);
         let hull = convex_hull(&all_pos);
         let circle = cells_in_circle();
         let min_vc = (MIN_VC_FRAC * circle as f32).ceil() as u32;
