@@ -79,6 +79,7 @@ impl StreamSpec {
             },
             state,
             capabilities: Capabilities {
+                image: true,
                 infrared: self.infrared,
                 ..Default::default()
             },

@@ -162,6 +162,7 @@ impl UvcCamera {
             },
             state: self.state,
             capabilities: Capabilities {
+                image: true,
                 infrared: self
                     .modes
                     .iter()

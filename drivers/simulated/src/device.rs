@@ -70,7 +70,11 @@ impl SimSpec {
             },
             state,
             capabilities: Capabilities {
-                image: self.kind == DeviceKind::FingerprintReader,
+                // Readers and cameras hand over images the agent's engines process.
+                image: matches!(
+                    self.kind,
+                    DeviceKind::FingerprintReader | DeviceKind::Camera
+                ),
                 ..Default::default()
             },
         }
@@ -357,5 +361,34 @@ mod tests {
         assert_eq!(provider.list()[0].state, DeviceState::Faulty);
         let err = provider.open("sim-fp").err().unwrap().to_string();
         assert!(err.contains("holds no") && err.contains("sim-fp"), "{err}");
+    }
+
+    #[test]
+    fn readers_and_cameras_list_the_image_capability_microphones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        write_png(&dir.path().join("a.png"), 10);
+        let with_kind = |id: &str, kind: DeviceKind| SimSpec {
+            id: id.into(),
+            kind,
+            ..spec(dir.path())
+        };
+        let provider = SimProvider::new(vec![
+            with_kind("reader", DeviceKind::FingerprintReader),
+            with_kind("camera", DeviceKind::Camera),
+            with_kind("microphone", DeviceKind::Microphone),
+        ]);
+        let image: Vec<(String, bool)> = provider
+            .list()
+            .into_iter()
+            .map(|d| (d.id, d.capabilities.image))
+            .collect();
+        assert_eq!(
+            image,
+            [
+                ("reader".to_string(), true),
+                ("camera".to_string(), true),
+                ("microphone".to_string(), false)
+            ]
+        );
     }
 }
