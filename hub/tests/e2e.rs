@@ -204,8 +204,17 @@ async fn events_arrive_once_and_survive_a_hub_sigkill() {
         .expect("read seqs");
     let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(seqs, (1..=900).collect::<Vec<i64>>());
-    let left = apg_sync::Outbox::depth(outbox.as_ref())
-        .expect("depth")
-        .events;
+    // The hub commits a row before it acknowledges it, so the last PUBACKs may still be on
+    // their way when PostgreSQL shows all 900: wait for them rather than race them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        let left = apg_sync::Outbox::depth(outbox.as_ref())
+            .expect("depth")
+            .events;
+        if left == 0 || std::time::Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(left, 0, "the outbox is drained after PUBACKs");
 }
