@@ -2,8 +2,9 @@
 //!
 //! Two stages: every gallery template is scored with the cheap pair-feature bit vectors
 //! (two ANDs and popcounts per word, both ways, against chance); the best `shortlist` are then
-//! compared with the full MCC matcher. Both stages run on all cores (rayon). The shortlist size trades speed for the
-//! rate at which true mates are missed; the README reports that rate on FVC2002.
+//! compared with the full MCC matcher. Both stages run on all cores (rayon). The shortlist size
+//! trades speed for the rate at which true mates are missed; the README reports that rate on
+//! FVC2002.
 
 use rayon::prelude::*;
 

@@ -393,21 +393,14 @@ pub(crate) fn assign_one_to_one(
 }
 
 pub(crate) fn compare_prepared(a: &Prepared, b: &Prepared) -> f32 {
-    let (local, g) = compare_parts(a, b);
-    fuse(local, g.score())
-}
-
-/// The local (relaxed MCC) score and the global agreement behind one comparison.
-fn compare_parts(a: &Prepared, b: &Prepared) -> (f32, crate::consolidate::Agreement) {
-    let none = crate::consolidate::Agreement::default();
     let (na, nb) = (a.len(), b.len());
     if na == 0 || nb == 0 {
-        return (0.0, none);
+        return 0.0;
     }
     let min_me = (MIN_ME_FRAC * cells_in_circle_cached() as f32).ceil() as u32;
     let mut sims = all_similarities(a, b, min_me);
     if sims.is_empty() {
-        return (0.0, none);
+        return 0.0;
     }
     sims.sort_unstable_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal));
     let pairs = assign_one_to_one(&sims, na, nb);
@@ -415,7 +408,8 @@ fn compare_parts(a: &Prepared, b: &Prepared) -> (f32, crate::consolidate::Agreem
         (MIN_NP + (sigmoid(na.min(nb) as f32, MU_P, TAU_P) * (MAX_NP - MIN_NP)).round()) as usize;
     let p = pairs.len();
     if p < 2 {
-        return (pairs.iter().map(|x| x.0).sum::<f32>() / np as f32, none);
+        // One pair anchors no alignment that other minutiae could confirm: no global agreement.
+        return 0.0;
     }
     // Relaxation: pairs that are geometrically compatible with other strong pairs keep their
     // similarity, isolated ones fade.
@@ -472,7 +466,10 @@ fn compare_parts(a: &Prepared, b: &Prepared) -> (f32, crate::consolidate::Agreem
             (usize::from(a.minutia[i]), usize::from(b.minutia[j]))
         })
         .collect();
-    (local, best_agreement(&a.geometry, &b.geometry, &anchors))
+    fuse(
+        local,
+        best_agreement(&a.geometry, &b.geometry, &anchors).score(),
+    )
 }
 
 /// Relaxed pairs tried as the anchor of the global alignment.
