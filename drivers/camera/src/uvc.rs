@@ -1,5 +1,6 @@
 //! UVC cameras through V4L2: enumeration and format choice with the `v4l` crate, streaming
-//! with nokhwa's V4L2 backend.
+//! with nokhwa's V4L2 backend for colour modes and with the `v4l` crate's memory-mapped
+//! stream for infrared (gray) modes, which nokhwa 0.10 cannot open (see [`stream_gray`]).
 //!
 //! Enumeration lists `/dev/video*` nodes that can capture video: UVC cameras also create
 //! metadata nodes (`META_CAPTURE`) and some devices expose output nodes, which are skipped.
@@ -30,7 +31,7 @@ pub enum Fourcc {
     Yuyv,
     /// 8-bit gray (IR cameras).
     Grey,
-    /// 16-bit gray (IR cameras; listed, but nokhwa cannot stream it).
+    /// 16-bit gray (IR cameras).
     Y16,
 }
 
@@ -46,12 +47,22 @@ impl Fourcc {
         }
     }
 
+    /// The four V4L2 code bytes.
+    pub fn code(self) -> [u8; 4] {
+        match self {
+            Self::Mjpeg => *b"MJPG",
+            Self::Yuyv => *b"YUYV",
+            Self::Grey => *b"GREY",
+            Self::Y16 => *b"Y16 ",
+        }
+    }
+
+    /// The format nokhwa streams, for the colour modes it handles.
     fn nokhwa(self) -> Option<FrameFormat> {
         match self {
             Self::Mjpeg => Some(FrameFormat::MJPEG),
             Self::Yuyv => Some(FrameFormat::YUYV),
-            Self::Grey => Some(FrameFormat::GRAY),
-            Self::Y16 => None,
+            Self::Grey | Self::Y16 => None,
         }
     }
 }
@@ -93,14 +104,14 @@ impl Default for Wanted {
     }
 }
 
-/// Chooses a mode: a format the driver can stream (gray first for IR cameras, MJPEG then
-/// YUYV for colour), then the resolution nearest the wanted one (not smaller when possible),
-/// then the frame rate nearest the wanted one (not lower when possible).
+/// Chooses a mode: the format first (8- then 16-bit gray for IR cameras, MJPEG then YUYV for
+/// colour), then the resolution nearest the wanted one (not smaller when possible), then the
+/// frame rate nearest the wanted one (not lower when possible).
 pub fn choose_mode(modes: &[Mode], wanted: &Wanted) -> Option<Mode> {
     let order: &[Fourcc] = if wanted.infrared {
-        &[Fourcc::Grey, Fourcc::Mjpeg, Fourcc::Yuyv]
+        &[Fourcc::Grey, Fourcc::Y16, Fourcc::Mjpeg, Fourcc::Yuyv]
     } else {
-        &[Fourcc::Mjpeg, Fourcc::Yuyv, Fourcc::Grey]
+        &[Fourcc::Mjpeg, Fourcc::Yuyv, Fourcc::Grey, Fourcc::Y16]
     };
     let rank = |m: &Mode| {
         let format = order
@@ -112,11 +123,7 @@ pub fn choose_mode(modes: &[Mode], wanted: &Wanted) -> Option<Mode> {
         let slower = u32::from(m.fps < wanted.fps);
         (format, smaller, size, slower, m.fps.abs_diff(wanted.fps))
     };
-    modes
-        .iter()
-        .filter(|m| m.fourcc.nokhwa().is_some())
-        .min_by_key(|m| rank(m))
-        .copied()
+    modes.iter().min_by_key(|m| rank(m)).copied()
 }
 
 /// True for a node that captures video (not metadata, not output).
@@ -321,7 +328,7 @@ impl DeviceProvider for UvcProvider {
                 id,
                 FaultKind::Unsupported,
                 format!(
-                    "{} offers no MJPEG, YUYV or GREY mode",
+                    "{} offers no MJPEG, YUYV, GREY or Y16 mode",
                     camera.node.display()
                 ),
             )
@@ -482,16 +489,20 @@ fn uvc_loop(camera: &UvcCamera, mode: Mode, dev_dir: &Path, slot: &Slot) {
 
 /// Streams until stopped (`Ok`) or until the camera fails (`Err` with the reason).
 fn stream_once(node: &Path, mode: Mode, slot: &Slot) -> Result<(), String> {
+    match mode.fourcc.nokhwa() {
+        Some(format) => stream_colour(node, mode, format, slot),
+        None => stream_gray(node, mode, slot),
+    }
+}
+
+/// Colour modes through nokhwa.
+fn stream_colour(node: &Path, mode: Mode, format: FrameFormat, slot: &Slot) -> Result<(), String> {
     let index = node
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_prefix("video"))
         .and_then(|n| n.parse::<u32>().ok())
         .ok_or_else(|| format!("{} is not a /dev/videoN node", node.display()))?;
-    let format = mode
-        .fourcc
-        .nokhwa()
-        .ok_or("Y16 cannot be streamed through nokhwa")?;
     let requested =
         RequestedFormat::new::<nokhwa::pixel_format::RgbFormat>(RequestedFormatType::Exact(
             CameraFormat::new_from(mode.width, mode.height, format, mode.fps),
@@ -511,6 +522,56 @@ fn stream_once(node: &Path, mode: Mode, slot: &Slot) -> Result<(), String> {
         }
     }
     let _ = cam.stop_stream();
+    Ok(())
+}
+
+/// Infrared modes through the `v4l` crate's memory-mapped stream, the same I/O nokhwa uses
+/// underneath. nokhwa 0.10 looks for 8-bit gray under the code "GRAY" where V4L2 says "GREY",
+/// and has no 16-bit gray, so it cannot open either mode of an IR camera.
+fn stream_gray(node: &Path, mode: Mode, slot: &Slot) -> Result<(), String> {
+    use v4l::io::traits::CaptureStream;
+
+    let code = mode.fourcc.code();
+    let dev =
+        v4l::Device::with_path(node).map_err(|e| format!("cannot open {}: {e}", node.display()))?;
+    let set = dev
+        .set_format(&v4l::Format::new(
+            mode.width,
+            mode.height,
+            v4l::FourCC::new(&code),
+        ))
+        .map_err(|e| format!("{} refused its {:?} mode: {e}", node.display(), mode.fourcc))?;
+    if (set.width, set.height, set.fourcc.repr) != (mode.width, mode.height, code) {
+        return Err(format!(
+            "{} answered {}x{} {} to a request for {}x{} {:?}",
+            node.display(),
+            set.width,
+            set.height,
+            set.fourcc,
+            mode.width,
+            mode.height,
+            mode.fourcc
+        ));
+    }
+    dev.set_params(&v4l::video::capture::Parameters::with_fps(mode.fps))
+        .map_err(|e| format!("{} refused {} fps: {e}", node.display(), mode.fps))?;
+    let mut stream = v4l::io::mmap::Stream::with_buffers(&dev, v4l::buffer::Type::VideoCapture, 4)
+        .map_err(|e| format!("cannot map buffers of {}: {e}", node.display()))?;
+    // Wake up now and then so a stop request is seen even when no frame comes.
+    stream.set_timeout(Duration::from_millis(500));
+    while !slot.stopping() {
+        let (buffer, meta) = match stream.next() {
+            Ok(next) => next,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) => return Err(format!("{}: {e}", node.display())),
+        };
+        let used = (meta.bytesused as usize).min(buffer.len());
+        match decode(&buffer[..used], mode) {
+            Ok(frame) => slot.publish(frame),
+            // One short frame (a USB hiccup) is skipped, not a disconnect.
+            Err(_) => continue,
+        }
+    }
     Ok(())
 }
 
@@ -543,7 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn ir_cameras_prefer_grey_and_y16_alone_is_not_streamable() {
+    fn ir_cameras_prefer_grey_then_y16() {
         let modes = [
             m(Fourcc::Mjpeg, 640, 480, 30),
             m(Fourcc::Grey, 640, 360, 30),
@@ -556,7 +617,19 @@ mod tests {
             choose_mode(&modes, &ir).map(|m| m.fourcc),
             Some(Fourcc::Grey)
         );
-        assert_eq!(choose_mode(&[m(Fourcc::Y16, 640, 480, 30)], &ir), None);
+        assert_eq!(
+            choose_mode(
+                &[m(Fourcc::Mjpeg, 640, 480, 30), m(Fourcc::Y16, 640, 480, 30)],
+                &ir
+            )
+            .map(|m| m.fourcc),
+            Some(Fourcc::Y16)
+        );
+        assert_eq!(
+            choose_mode(&[m(Fourcc::Grey, 640, 480, 30)], &Wanted::default()).map(|m| m.fourcc),
+            Some(Fourcc::Grey),
+            "a gray-only camera still serves a colour request"
+        );
     }
 
     #[test]

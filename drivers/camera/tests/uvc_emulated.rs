@@ -1,0 +1,352 @@
+//! The UVC driver against vcam (tests/vcam/vcam.c), a user-space V4L2 camera preloaded into
+//! a child process. CI has no /dev/video* and cannot load vivid or v4l2loopback, so this is
+//! how the V4L2 path runs there: the real v4l and nokhwa code enumerates, negotiates formats,
+//! maps buffers and streams through the same ioctls a uvcvideo node answers.
+//!
+//! Each test re-runs itself in a child process with LD_PRELOAD set; the child does the work
+//! and the parent checks that it ran and passed. Needs a C compiler (`cc`).
+
+#![cfg(feature = "uvc")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use apg_camera::uvc::{enumerate, Fourcc, UvcProvider, Wanted};
+use apg_device::{
+    CancelToken, CaptureDevice, CaptureError, DeviceProvider, FaultKind, PixelFormat, Sample,
+    VideoFrame,
+};
+
+const BUS: &str = "usb-0000:00:14.0-3";
+const CHILD: &str = "APG_VCAM_CHILD";
+
+/// Builds the emulator once per test process.
+fn emulator_library() -> &'static Path {
+    static LIBRARY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = LIBRARY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libvcam.so");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vcam/vcam.c");
+        let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-o"])
+            .arg(&path)
+            .arg(&source)
+            .args(["-ldl", "-lpthread"])
+            .status()
+            .expect("a C compiler (cc) is needed to build the V4L2 emulator");
+        assert!(status.success(), "cc could not build {}", source.display());
+        (dir, path)
+    });
+    path
+}
+
+/// Runs `body` in a child process where vcam answers for the cameras described in the
+/// directory it is given.
+fn with_emulator(test: &str, body: impl FnOnce(&Path)) {
+    if std::env::var_os(CHILD).is_some() {
+        let dir = std::env::var("APG_VCAM_DIR").expect("the parent sets APG_VCAM_DIR");
+        body(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("LD_PRELOAD", emulator_library())
+        .env("APG_VCAM_DIR", dir.path())
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} failed under the V4L2 emulator:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Writes a camera description; payload files go beside it (names not starting "video").
+fn plug(dir: &Path, node: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(node);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn payload(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+/// A 640x480 test card: left half red, right half blue.
+fn test_card_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(640, 480, |x, _| {
+        if x < 320 {
+            image::Rgb([220, 30, 30])
+        } else {
+            image::Rgb([30, 30, 220])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+fn one_frame(device: &mut dyn CaptureDevice) -> VideoFrame {
+    match device
+        .capture(&CancelToken::new(), Duration::from_secs(10))
+        .unwrap()
+    {
+        Sample::Video(mut frames) => frames.remove(0),
+        other => panic!("a camera returned {other:?}"),
+    }
+}
+
+fn rgb_at(frame: &VideoFrame, x: u32, y: u32) -> [u8; 3] {
+    let i = ((y * frame.width + x) * 3) as usize;
+    [frame.data[i], frame.data[i + 1], frame.data[i + 2]]
+}
+
+#[test]
+fn enumeration_lists_capture_nodes_with_their_modes_and_skips_metadata_nodes() {
+    with_emulator(
+        "enumeration_lists_capture_nodes_with_their_modes_and_skips_metadata_nodes",
+        |dir| {
+            let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
+            plug(
+                dir,
+                "video0",
+                &[
+                    "card Kiosk HD Camera".into(),
+                    format!("bus {BUS}"),
+                    format!("format MJPG 640 480 30 {jpeg}"),
+                    format!("format MJPG 1280 720 30 {jpeg}"),
+                    format!("format YUYV 640 480 30 {jpeg}"),
+                    format!("format YUYV 640 480 15 {jpeg}"),
+                ],
+            );
+            plug(
+                dir,
+                "video1",
+                &[
+                    "card Kiosk HD Camera".into(),
+                    format!("bus {BUS}"),
+                    "metadata".into(),
+                ],
+            );
+            let cameras = enumerate(dir);
+            assert_eq!(cameras.len(), 1, "{cameras:?}");
+            let camera = &cameras[0];
+            assert_eq!(camera.node, dir.join("video0"));
+            assert_eq!(camera.card, "Kiosk HD Camera");
+            assert_eq!(camera.modes.len(), 4, "{:?}", camera.modes);
+            assert!(camera
+                .modes
+                .iter()
+                .any(|m| m.fourcc == Fourcc::Yuyv && m.fps == 15));
+
+            let listed = UvcProvider::with_dev_dir(dir, Wanted::default()).list();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].id, "uvc-usb-0000-00-14-0-3");
+            assert_eq!(listed[0].driver, "uvc");
+            assert!(listed[0].capabilities.image);
+            assert!(!listed[0].capabilities.infrared);
+        },
+    );
+}
+
+#[test]
+fn an_mjpeg_camera_streams_decoded_rgb_frames() {
+    with_emulator("an_mjpeg_camera_streams_decoded_rgb_frames", |dir| {
+        let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
+        plug(
+            dir,
+            "video0",
+            &[
+                "card Kiosk HD Camera".into(),
+                format!("bus {BUS}"),
+                format!("format YUYV 640 480 30 {jpeg}"),
+                format!("format MJPG 640 480 30 {jpeg}"),
+                format!("format MJPG 320 240 30 {jpeg}"),
+            ],
+        );
+        let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
+        let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+        let first = one_frame(camera.as_mut());
+        let second = one_frame(camera.as_mut());
+        for frame in [&first, &second] {
+            assert_eq!(
+                (frame.width, frame.height, frame.format),
+                (640, 480, PixelFormat::Rgb8)
+            );
+            assert!(!frame.infrared);
+            let [r, _, b] = rgb_at(frame, 100, 240);
+            assert!(r > 180 && b < 70, "left half is red: {r} {b}");
+            let [r, _, b] = rgb_at(frame, 540, 240);
+            assert!(b > 180 && r < 70, "right half is blue: {r} {b}");
+        }
+        assert!(
+            second.captured_at > first.captured_at,
+            "each capture is a newer frame"
+        );
+    });
+}
+
+#[test]
+fn a_yuyv_camera_streams_converted_rgb_frames() {
+    with_emulator("a_yuyv_camera_streams_converted_rgb_frames", |dir| {
+        // Top half white (Y 235), bottom half black (Y 16), no colour (U = V = 128).
+        let mut yuyv = Vec::with_capacity(640 * 480 * 2);
+        for y in 0..480 {
+            let luma = if y < 240 { 235 } else { 16 };
+            for _ in 0..320 {
+                yuyv.extend_from_slice(&[luma, 128, luma, 128]);
+            }
+        }
+        let raw = payload(dir, "frame.yuyv", &yuyv);
+        plug(
+            dir,
+            "video2",
+            &[
+                "card Door Camera".into(),
+                format!("bus {BUS}"),
+                format!("format YUYV 640 480 30 {raw}"),
+            ],
+        );
+        let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
+        let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+        let frame = one_frame(camera.as_mut());
+        assert_eq!(
+            (frame.width, frame.height, frame.format),
+            (640, 480, PixelFormat::Rgb8)
+        );
+        assert!(rgb_at(&frame, 10, 10).iter().all(|&v| v >= 254));
+        assert!(rgb_at(&frame, 10, 470).iter().all(|&v| v <= 1));
+    });
+}
+
+#[test]
+fn an_infrared_camera_streams_grey_frames_marked_infrared() {
+    with_emulator(
+        "an_infrared_camera_streams_grey_frames_marked_infrared",
+        |dir| {
+            let grey: Vec<u8> = (0..640 * 360).map(|i| (i % 640 / 3) as u8).collect();
+            let raw = payload(dir, "frame.grey", &grey);
+            let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
+            plug(
+                dir,
+                "video0",
+                &[
+                    "card Door IR Camera".into(),
+                    format!("bus {BUS}"),
+                    format!("format MJPG 640 480 30 {jpeg}"),
+                    format!("format GREY 640 360 30 {raw}"),
+                ],
+            );
+            let ir = Wanted {
+                infrared: true,
+                ..Wanted::default()
+            };
+            let provider = UvcProvider::with_dev_dir(dir, ir);
+            assert!(provider.list()[0].capabilities.infrared);
+            let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+            let frame = one_frame(camera.as_mut());
+            assert_eq!(
+                (frame.width, frame.height, frame.format),
+                (640, 360, PixelFormat::Gray8)
+            );
+            assert!(frame.infrared);
+            assert_eq!(frame.data, grey);
+        },
+    );
+}
+
+#[test]
+fn a_y16_infrared_camera_streams_sixteen_bit_frames() {
+    with_emulator("a_y16_infrared_camera_streams_sixteen_bit_frames", |dir| {
+        let y16: Vec<u8> = (0..320u32 * 240)
+            .flat_map(|i| ((i % 320) as u16 * 200).to_le_bytes())
+            .collect();
+        let raw = payload(dir, "frame.y16", &y16);
+        plug(
+            dir,
+            "video0",
+            &[
+                "card Depth IR".into(),
+                format!("bus {BUS}"),
+                format!("format Y16 320 240 30 {raw}"),
+            ],
+        );
+        let ir = Wanted {
+            infrared: true,
+            ..Wanted::default()
+        };
+        let mut camera = UvcProvider::with_dev_dir(dir, ir)
+            .open("uvc-usb-0000-00-14-0-3")
+            .unwrap();
+        let frame = one_frame(camera.as_mut());
+        assert_eq!(
+            (frame.width, frame.height, frame.format),
+            (320, 240, PixelFormat::Gray16)
+        );
+        assert!(frame.infrared);
+        assert_eq!(frame.data, y16);
+    });
+}
+
+#[test]
+fn an_unplugged_camera_is_reported_and_found_again_under_another_node() {
+    with_emulator(
+        "an_unplugged_camera_is_reported_and_found_again_under_another_node",
+        |dir| {
+            let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
+            let description = [
+                "card Kiosk HD Camera".into(),
+                format!("bus {BUS}"),
+                format!("format MJPG 640 480 30 {jpeg}"),
+            ];
+            let node = plug(dir, "video0", &description);
+            let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
+            let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+            one_frame(camera.as_mut());
+
+            std::fs::remove_file(node).unwrap();
+            let err = loop {
+                match camera.capture(&CancelToken::new(), Duration::from_secs(1)) {
+                    Ok(_) => continue, // frames taken before the unplug
+                    Err(e) => break e,
+                }
+            };
+            assert!(
+                matches!(
+                    &err,
+                    CaptureError::Fault {
+                        kind: FaultKind::Disconnected,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("uvc-usb-0000-00-14-0-3") && message.contains("camera lost"),
+                "{message}"
+            );
+
+            // Replugged into the same port, the kernel may hand out another node number.
+            plug(dir, "video4", &description);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match camera.capture(&CancelToken::new(), Duration::from_secs(2)) {
+                    Ok(Sample::Video(frames)) => {
+                        assert_eq!(frames[0].width, 640);
+                        break;
+                    }
+                    Ok(other) => panic!("{other:?}"),
+                    Err(e) => assert!(Instant::now() < deadline, "not recovered: {e}"),
+                }
+            }
+        },
+    );
+}
