@@ -7,6 +7,8 @@
 //! reopened in the background; captures succeed again once it is back. See PROTOCOL.md.
 #![warn(missing_docs)]
 
+#[cfg(all(feature = "uvc", feature = "emulator"))]
+pub mod emulator;
 pub mod slot;
 pub mod stream;
 #[cfg(feature = "uvc")]

@@ -7,6 +7,7 @@
 //! Each camera is identified by its bus path (stable across replugging into the same port),
 //! so after an unplug the reader thread finds the camera again even if its node number moved.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use apg_device::{
     CancelToken, Capabilities, CaptureDevice, CaptureError, DeviceInfo, DeviceKind, DeviceProvider,
-    DeviceState, FaultKind, PixelFormat, Sample, Transport, VideoFrame,
+    DeviceState, FaultKind, HotplugEvent, PixelFormat, Sample, Transport, VideoFrame,
 };
 use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType};
 use v4l::video::Capture;
@@ -262,6 +263,9 @@ pub fn enumerate(dev_dir: &Path) -> Vec<UvcCamera> {
     out
 }
 
+/// How often the provider looks for cameras plugged in or out.
+pub const RESCAN: Duration = Duration::from_secs(2);
+
 /// Provider of the UVC cameras attached now.
 #[derive(Debug, Clone)]
 pub struct UvcProvider {
@@ -297,6 +301,44 @@ impl DeviceProvider for UvcProvider {
             .iter()
             .map(UvcCamera::info)
             .collect()
+    }
+
+    /// V4L2 has no event for new nodes short of udev, so the provider re-enumerates every
+    /// [`RESCAN`] and reports the difference.
+    fn watch(&self, sink: std::sync::mpsc::Sender<HotplugEvent>) -> Result<(), CaptureError> {
+        let dev_dir = self.dev_dir.clone();
+        let ids = |dir: &Path| -> BTreeMap<String, DeviceInfo> {
+            enumerate(dir).iter().map(|c| (c.id(), c.info())).collect()
+        };
+        let mut known = ids(&dev_dir);
+        std::thread::Builder::new()
+            .name("uvc-hotplug".into())
+            .spawn(move || loop {
+                std::thread::sleep(RESCAN);
+                let now = ids(&dev_dir);
+                let arrived = now
+                    .iter()
+                    .filter(|(id, _)| !known.contains_key(*id))
+                    .map(|(_, info)| HotplugEvent::Arrived(info.clone()));
+                let left = known
+                    .keys()
+                    .filter(|id| !now.contains_key(*id))
+                    .map(|id| HotplugEvent::Left { id: id.clone() });
+                for event in arrived.chain(left).collect::<Vec<_>>() {
+                    if sink.send(event).is_err() {
+                        return; // nobody listens any more
+                    }
+                }
+                known = now;
+            })
+            .map(|_| ())
+            .map_err(|e| {
+                CaptureError::fault(
+                    "uvc",
+                    FaultKind::Io,
+                    format!("cannot start the camera hotplug thread: {e}"),
+                )
+            })
     }
 
     fn open(&self, id: &str) -> Result<Box<dyn CaptureDevice>, CaptureError> {

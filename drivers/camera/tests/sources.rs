@@ -76,9 +76,13 @@ fn a_file_played_once_reports_its_end_and_a_repeating_file_keeps_going() {
     once.repeat = false;
     let mut camera = StreamCamera::open(once).unwrap();
     let cancel = CancelToken::new();
+    // The first frame waits for ffmpeg to start, which takes seconds on a loaded machine.
+    camera
+        .capture(&cancel, Duration::from_secs(20))
+        .expect("the first frame of the file");
     let deadline = Instant::now() + Duration::from_secs(30);
     let err = loop {
-        match camera.capture(&cancel, Duration::from_millis(500)) {
+        match camera.capture(&cancel, Duration::from_secs(2)) {
             Ok(_) => assert!(Instant::now() < deadline, "the one-second file never ended"),
             Err(e) => break e,
         }

@@ -1,5 +1,5 @@
-//! The UVC driver against vcam (tests/vcam/vcam.c), a user-space V4L2 camera preloaded into
-//! a child process. CI has no /dev/video* and cannot load vivid or v4l2loopback, so this is
+//! The UVC driver against vcam (vcam/vcam.c), a user-space V4L2 camera preloaded into a
+//! child process. CI has no /dev/video* and cannot load vivid or v4l2loopback, so this is
 //! how the V4L2 path runs there: the real v4l and nokhwa code enumerates, negotiates formats,
 //! maps buffers and streams through the same ioctls a uvcvideo node answers.
 //!
@@ -10,51 +10,34 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use apg_camera::emulator::{self, VirtualCamera};
 use apg_camera::uvc::{enumerate, Fourcc, UvcProvider, Wanted};
 use apg_device::{
-    CancelToken, CaptureDevice, CaptureError, DeviceProvider, FaultKind, PixelFormat, Sample,
-    VideoFrame,
+    CancelToken, CaptureDevice, CaptureError, DeviceProvider, FaultKind, HotplugEvent, PixelFormat,
+    Sample, VideoFrame,
 };
 
 const BUS: &str = "usb-0000:00:14.0-3";
 const CHILD: &str = "APG_VCAM_CHILD";
 
-/// Builds the emulator once per test process.
-fn emulator_library() -> &'static Path {
-    static LIBRARY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = LIBRARY.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("libvcam.so");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vcam/vcam.c");
-        let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-            .args(["-shared", "-fPIC", "-O1", "-Wall", "-o"])
-            .arg(&path)
-            .arg(&source)
-            .args(["-ldl", "-lpthread"])
-            .status()
-            .expect("a C compiler (cc) is needed to build the V4L2 emulator");
-        assert!(status.success(), "cc could not build {}", source.display());
-        (dir, path)
-    });
-    path
-}
-
 /// Runs `body` in a child process where vcam answers for the cameras described in the
 /// directory it is given.
 fn with_emulator(test: &str, body: impl FnOnce(&Path)) {
     if std::env::var_os(CHILD).is_some() {
-        let dir = std::env::var("APG_VCAM_DIR").expect("the parent sets APG_VCAM_DIR");
+        let dir = std::env::var(emulator::DIR_VAR).expect("the parent sets the vcam directory");
         body(Path::new(&dir));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("LD_PRELOAD", emulator_library())
-        .env("APG_VCAM_DIR", dir.path())
+        .env(
+            "LD_PRELOAD",
+            emulator::library(Path::new(env!("CARGO_TARGET_TMPDIR"))),
+        )
+        .env(emulator::DIR_VAR, dir.path())
         .env(CHILD, "1")
         .output()
         .unwrap();
@@ -66,17 +49,11 @@ fn with_emulator(test: &str, body: impl FnOnce(&Path)) {
     );
 }
 
-/// Writes a camera description; payload files go beside it (names not starting "video").
-fn plug(dir: &Path, node: &str, lines: &[String]) -> PathBuf {
-    let path = dir.join(node);
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-fn payload(dir: &Path, name: &str, bytes: &[u8]) -> String {
+/// Writes a frame payload beside the descriptions (its name does not start with "video").
+fn payload(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
-    path.display().to_string()
+    path
 }
 
 /// A 640x480 test card: left half red, right half blue.
@@ -114,27 +91,17 @@ fn enumeration_lists_capture_nodes_with_their_modes_and_skips_metadata_nodes() {
         "enumeration_lists_capture_nodes_with_their_modes_and_skips_metadata_nodes",
         |dir| {
             let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
-            plug(
-                dir,
-                "video0",
-                &[
-                    "card Kiosk HD Camera".into(),
-                    format!("bus {BUS}"),
-                    format!("format MJPG 640 480 30 {jpeg}"),
-                    format!("format MJPG 1280 720 30 {jpeg}"),
-                    format!("format YUYV 640 480 30 {jpeg}"),
-                    format!("format YUYV 640 480 15 {jpeg}"),
-                ],
-            );
-            plug(
-                dir,
-                "video1",
-                &[
-                    "card Kiosk HD Camera".into(),
-                    format!("bus {BUS}"),
-                    "metadata".into(),
-                ],
-            );
+            VirtualCamera::new("Kiosk HD Camera", BUS)
+                .mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg)
+                .mode(Fourcc::Mjpeg, 1280, 720, 30, &jpeg)
+                .mode(Fourcc::Yuyv, 640, 480, 30, &jpeg)
+                .mode(Fourcc::Yuyv, 640, 480, 15, &jpeg)
+                .plug(dir, "video0");
+            VirtualCamera {
+                metadata: true,
+                ..VirtualCamera::new("Kiosk HD Camera", BUS)
+            }
+            .plug(dir, "video1");
             let cameras = enumerate(dir);
             assert_eq!(cameras.len(), 1, "{cameras:?}");
             let camera = &cameras[0];
@@ -160,17 +127,11 @@ fn enumeration_lists_capture_nodes_with_their_modes_and_skips_metadata_nodes() {
 fn an_mjpeg_camera_streams_decoded_rgb_frames() {
     with_emulator("an_mjpeg_camera_streams_decoded_rgb_frames", |dir| {
         let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
-        plug(
-            dir,
-            "video0",
-            &[
-                "card Kiosk HD Camera".into(),
-                format!("bus {BUS}"),
-                format!("format YUYV 640 480 30 {jpeg}"),
-                format!("format MJPG 640 480 30 {jpeg}"),
-                format!("format MJPG 320 240 30 {jpeg}"),
-            ],
-        );
+        VirtualCamera::new("Kiosk HD Camera", BUS)
+            .mode(Fourcc::Yuyv, 640, 480, 30, &jpeg)
+            .mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg)
+            .mode(Fourcc::Mjpeg, 320, 240, 30, &jpeg)
+            .plug(dir, "video0");
         let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
         let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
         let first = one_frame(camera.as_mut());
@@ -205,15 +166,9 @@ fn a_yuyv_camera_streams_converted_rgb_frames() {
             }
         }
         let raw = payload(dir, "frame.yuyv", &yuyv);
-        plug(
-            dir,
-            "video2",
-            &[
-                "card Door Camera".into(),
-                format!("bus {BUS}"),
-                format!("format YUYV 640 480 30 {raw}"),
-            ],
-        );
+        VirtualCamera::new("Door Camera", BUS)
+            .mode(Fourcc::Yuyv, 640, 480, 30, &raw)
+            .plug(dir, "video2");
         let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
         let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
         let frame = one_frame(camera.as_mut());
@@ -234,16 +189,10 @@ fn an_infrared_camera_streams_grey_frames_marked_infrared() {
             let grey: Vec<u8> = (0..640 * 360).map(|i| (i % 640 / 3) as u8).collect();
             let raw = payload(dir, "frame.grey", &grey);
             let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
-            plug(
-                dir,
-                "video0",
-                &[
-                    "card Door IR Camera".into(),
-                    format!("bus {BUS}"),
-                    format!("format MJPG 640 480 30 {jpeg}"),
-                    format!("format GREY 640 360 30 {raw}"),
-                ],
-            );
+            VirtualCamera::new("Door IR Camera", BUS)
+                .mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg)
+                .mode(Fourcc::Grey, 640, 360, 30, &raw)
+                .plug(dir, "video0");
             let ir = Wanted {
                 infrared: true,
                 ..Wanted::default()
@@ -269,15 +218,9 @@ fn a_y16_infrared_camera_streams_sixteen_bit_frames() {
             .flat_map(|i| ((i % 320) as u16 * 200).to_le_bytes())
             .collect();
         let raw = payload(dir, "frame.y16", &y16);
-        plug(
-            dir,
-            "video0",
-            &[
-                "card Depth IR".into(),
-                format!("bus {BUS}"),
-                format!("format Y16 320 240 30 {raw}"),
-            ],
-        );
+        VirtualCamera::new("Depth IR", BUS)
+            .mode(Fourcc::Y16, 320, 240, 30, &raw)
+            .plug(dir, "video0");
         let ir = Wanted {
             infrared: true,
             ..Wanted::default()
@@ -301,12 +244,9 @@ fn an_unplugged_camera_is_reported_and_found_again_under_another_node() {
         "an_unplugged_camera_is_reported_and_found_again_under_another_node",
         |dir| {
             let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
-            let description = [
-                "card Kiosk HD Camera".into(),
-                format!("bus {BUS}"),
-                format!("format MJPG 640 480 30 {jpeg}"),
-            ];
-            let node = plug(dir, "video0", &description);
+            let camera_in_port_3 =
+                VirtualCamera::new("Kiosk HD Camera", BUS).mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg);
+            let node = camera_in_port_3.plug(dir, "video0");
             let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
             let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
             one_frame(camera.as_mut());
@@ -335,7 +275,7 @@ fn an_unplugged_camera_is_reported_and_found_again_under_another_node() {
             );
 
             // Replugged into the same port, the kernel may hand out another node number.
-            plug(dir, "video4", &description);
+            camera_in_port_3.plug(dir, "video4");
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 match camera.capture(&CancelToken::new(), Duration::from_secs(2)) {
@@ -349,4 +289,27 @@ fn an_unplugged_camera_is_reported_and_found_again_under_another_node() {
             }
         },
     );
+}
+
+#[test]
+fn cameras_plugged_in_and_out_later_are_reported() {
+    with_emulator("cameras_plugged_in_and_out_later_are_reported", |dir| {
+        let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        provider.watch(tx).unwrap();
+        let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
+        let node = VirtualCamera::new("Kiosk HD Camera", BUS)
+            .mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg)
+            .plug(dir, "video0");
+        let wait = apg_camera::uvc::RESCAN * 3;
+        match rx.recv_timeout(wait).unwrap() {
+            HotplugEvent::Arrived(info) => assert_eq!(info.id, "uvc-usb-0000-00-14-0-3"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(node).unwrap();
+        match rx.recv_timeout(wait).unwrap() {
+            HotplugEvent::Left { id } => assert_eq!(id, "uvc-usb-0000-00-14-0-3"),
+            other => panic!("{other:?}"),
+        }
+    });
 }
