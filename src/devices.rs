@@ -348,7 +348,19 @@ fn device_loop(
         } = command;
         let id = lock(&entry.info).id.clone();
         hb.start_job(timeout * 2 + ANSWER_GRACE);
-        let result = capture_once(provider, &id, &mut device, &cancel, timeout);
+        let result = match capture_once(provider, &id, &mut device, &cancel, timeout) {
+            // Cancelled by the hotplug watcher, not by the caller: say what happened.
+            Err(CaptureError::Cancelled { device: id })
+                if lock(&entry.info).state == DeviceState::Disconnected =>
+            {
+                Err(CaptureError::fault(
+                    id,
+                    FaultKind::Disconnected,
+                    "unplugged during the capture; plug it back in and try again",
+                ))
+            }
+            other => other,
+        };
         hb.end_job();
         match &result {
             Ok(_) => {
@@ -372,6 +384,8 @@ fn device_loop(
                         kind: FaultKind::Io | FaultKind::Protocol,
                         ..
                     } => DeviceState::Faulty,
+                    // A cancelled capture says nothing about the device.
+                    CaptureError::Cancelled { .. } => lock(&entry.info).state,
                     _ => DeviceState::Ready,
                 };
                 entry.set_state(state);

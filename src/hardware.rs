@@ -1,9 +1,12 @@
 //! Real capture hardware: the USB fingerprint readers of `apg-fp-usb`, followed through libusb
-//! hotplug so that readers plugged in or out at run time are added and removed, and the serial
-//! fingerprint modules of `apg-fp-serial` listed in `devices.serial`.
+//! hotplug so that readers plugged in or out at run time are added and removed, the serial
+//! fingerprint modules of `apg-fp-serial` listed in `devices.serial`, UVC cameras (followed
+//! by re-enumeration) and the file and RTSP cameras listed in `devices.streams`.
 
 use std::sync::Arc;
 
+use apg_camera::uvc::{UvcProvider, Wanted};
+use apg_camera::StreamProvider;
 use apg_device::DeviceProvider;
 use apg_fp_serial::SerialProvider;
 use apg_fp_usb::provider::{libusb_hotplug, rusb_opener, UsbProvider};
@@ -21,6 +24,20 @@ pub fn providers(devices: &Devices) -> Vec<Arc<dyn DeviceProvider>> {
                 tracing::error!(error = %e, "Serial fingerprint modules are disabled: fix devices.serial.")
             }
         }
+    }
+    if devices.uvc.enabled {
+        let uvc = &devices.uvc;
+        let wanted = Wanted {
+            width: uvc.width,
+            height: uvc.height,
+            fps: uvc.fps,
+            infrared: uvc.prefer_infrared,
+        };
+        providers.push(Arc::new(UvcProvider::with_dev_dir(&uvc.device_dir, wanted)));
+    }
+    if !devices.streams.is_empty() {
+        let specs = devices.streams.iter().map(|s| s.spec()).collect();
+        providers.push(Arc::new(StreamProvider::new(specs)));
     }
     providers
 }

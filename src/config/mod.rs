@@ -515,6 +515,10 @@ pub struct Devices {
     pub simulated: Vec<apg_sim::SimSpec>,
     /// Fingerprint modules on serial ports (ZhianTec/Synochip protocol: R30x, R503, AS608).
     pub serial: Vec<apg_fp_serial::SerialModuleConfig>,
+    /// UVC cameras (USB webcams, kiosk and IR cameras), found through V4L2.
+    pub uvc: UvcCameras,
+    /// Cameras behind a video file or an RTSP URL (IP cameras at doors).
+    pub streams: Vec<StreamCamera>,
 }
 
 impl Default for Devices {
@@ -523,6 +527,111 @@ impl Default for Devices {
             capture_timeout: 10.0,
             simulated: Vec::new(),
             serial: Vec::new(),
+            uvc: UvcCameras::default(),
+            streams: Vec::new(),
         }
     }
+}
+
+/// How UVC cameras are found and which mode they stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UvcCameras {
+    /// Look for UVC cameras and follow them being plugged in and out.
+    pub enabled: bool,
+    /// Directory of the `videoN` nodes. Colour modes are opened through nokhwa, which opens
+    /// `/dev/videoN` by number, so another directory must keep /dev's numbering.
+    pub device_dir: PathBuf,
+    /// Wanted frame width; the nearest mode not below it is used.
+    pub width: u32,
+    /// Wanted frame height.
+    pub height: u32,
+    /// Wanted frames per second.
+    pub fps: u32,
+    /// On cameras with both, stream the gray (near-infrared) modes instead of colour.
+    pub prefer_infrared: bool,
+}
+
+impl Default for UvcCameras {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            device_dir: "/dev".into(),
+            width: 640,
+            height: 480,
+            fps: 30,
+            prefer_infrared: false,
+        }
+    }
+}
+
+/// One camera read through FFmpeg, e.g.
+/// `{id: door-cam, url: "rtsp://user:secret@10.0.0.7/stream1", infrared: true}`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamCamera {
+    /// Device id.
+    pub id: String,
+    /// A video file's path or an `rtsp://` URL; credentials in it are never logged or listed.
+    pub url: String,
+    /// Frame width the stream is scaled to.
+    #[serde(default = "default_stream_width")]
+    pub width: u32,
+    /// Frame height the stream is scaled to.
+    #[serde(default = "default_stream_height")]
+    pub height: u32,
+    /// Play a file from the start again when it ends.
+    #[serde(default = "default_true")]
+    pub repeat: bool,
+    /// Frames per sample (more than one for an active liveness challenge).
+    #[serde(default = "default_frames_per_sample")]
+    pub frames_per_sample: usize,
+    /// The camera is near-infrared.
+    #[serde(default)]
+    pub infrared: bool,
+}
+
+impl StreamCamera {
+    /// The driver's description of this camera.
+    pub fn spec(&self) -> apg_camera::StreamSpec {
+        apg_camera::StreamSpec {
+            width: self.width,
+            height: self.height,
+            repeat: self.repeat,
+            frames_per_sample: self.frames_per_sample,
+            infrared: self.infrared,
+            ..apg_camera::StreamSpec::new(&self.id, &self.url)
+        }
+    }
+}
+
+// Written out so that a URL's password never reaches a log through `{:?}`.
+impl std::fmt::Debug for StreamCamera {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamCamera")
+            .field("id", &self.id)
+            .field("url", &self.spec().public_location())
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("repeat", &self.repeat)
+            .field("frames_per_sample", &self.frames_per_sample)
+            .field("infrared", &self.infrared)
+            .finish()
+    }
+}
+
+fn default_stream_width() -> u32 {
+    640
+}
+
+fn default_stream_height() -> u32 {
+    480
+}
+
+fn default_frames_per_sample() -> usize {
+    1
+}
+
+fn default_true() -> bool {
+    true
 }

@@ -9,7 +9,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::Problem;
 
 /// Keys whose value is a list of free-form records, checked by serde per item instead.
-const LIST_KEYS: &[&str] = &["devices.simulated", "devices.serial"];
+const LIST_KEYS: &[&str] = &["devices.simulated", "devices.serial", "devices.streams"];
 
 /// Keys with a default value that may be set to null to switch the feature off.
 const NULLABLE_KEYS: &[&str] = &["api.listen"];

@@ -355,12 +355,7 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
     let mut seen = HashSet::new();
     for (i, dev) in d.simulated.iter().enumerate() {
         let at = format!("devices.simulated[{i}].id");
-        if dev.id.is_empty()
-            || !dev
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !is_device_id(&dev.id) {
             push(
                 problems,
                 &at,
@@ -423,6 +418,90 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
             );
         }
     }
+    check_uvc(&d.uvc, problems);
+    for (i, camera) in d.streams.iter().enumerate() {
+        let at = |key: &str| format!("devices.streams[{i}].{key}");
+        if !is_device_id(&camera.id) {
+            push(
+                problems,
+                &at("id"),
+                format!("{:?}", camera.id),
+                "letters, digits, '-' or '_'",
+            );
+        } else if !seen.insert(camera.id.clone()) {
+            push(
+                problems,
+                &at("id"),
+                format!("{:?}", camera.id),
+                "an id not used by another device",
+            );
+        }
+        if camera.url.trim().is_empty() {
+            push(
+                problems,
+                &at("url"),
+                "\"\"",
+                "a video file's absolute path or an rtsp:// URL",
+            );
+        } else if !camera.url.starts_with('/') && !camera.url.starts_with("rtsp://") {
+            push(
+                problems,
+                &at("url"),
+                format!("{:?}", camera.spec().public_location()),
+                "a video file's absolute path or an rtsp:// URL",
+            );
+        }
+        check_frame_size(camera.width, camera.height, &at("width"), problems);
+        if !(1..=60).contains(&camera.frames_per_sample) {
+            push(
+                problems,
+                &at("frames_per_sample"),
+                camera.frames_per_sample,
+                "1 to 60 frames",
+            );
+        }
+    }
+}
+
+fn is_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_uvc(uvc: &crate::config::UvcCameras, problems: &mut Vec<Problem>) {
+    if !uvc.device_dir.is_absolute() {
+        push(
+            problems,
+            "devices.uvc.device_dir",
+            uvc.device_dir.display(),
+            "an absolute directory, normally /dev",
+        );
+    }
+    check_frame_size(uvc.width, uvc.height, "devices.uvc.width", problems);
+    if !(1..=120).contains(&uvc.fps) {
+        push(
+            problems,
+            "devices.uvc.fps",
+            uvc.fps,
+            "1 to 120 frames per second",
+        );
+    }
+}
+
+/// Frame sizes the face engine can use: at least 160x120 and at most 4096x4096, even (4:2:2
+/// formats carry pixels in pairs).
+fn check_frame_size(width: u32, height: u32, at: &str, problems: &mut Vec<Problem>) {
+    let fits = |v: u32, min: u32| (min..=4096).contains(&v) && v.is_multiple_of(2);
+    if !fits(width, 160) || !fits(height, 120) {
+        push(
+            problems,
+            at,
+            format!("{width}x{height}"),
+            "an even width from 160 and an even height from 120, both at most 4096 (width and height keys)",
+        );
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +512,40 @@ mod tests {
         let mut problems = Vec::new();
         check(config, &mut problems);
         problems
+    }
+
+    #[test]
+    fn cameras_are_checked_and_stream_passwords_are_never_shown() {
+        let mut config = Config {
+            profile: Some(Profile::Development),
+            ..Config::default()
+        };
+        config.devices.uvc.fps = 0;
+        config.devices.streams = vec![crate::config::StreamCamera {
+            id: "door cam".into(),
+            url: "http://admin:hunter2@10.0.0.7/live".into(),
+            width: 641,
+            height: 480,
+            repeat: true,
+            frames_per_sample: 0,
+            infrared: false,
+        }];
+        let problems = problems_of(&config);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "devices.uvc.fps",
+                "devices.streams[0].id",
+                "devices.streams[0].url",
+                "devices.streams[0].width",
+                "devices.streams[0].frames_per_sample"
+            ],
+            "{problems:?}"
+        );
+        let shown = format!("{problems:?} {:?}", config.devices.streams[0]);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("http://10.0.0.7/live"), "{shown}");
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct Options {
     pub site: Option<String>,
     /// `logging.format` (default `json`).
     pub log_format: Option<&'static str>,
+    /// Lines added to the `devices:` section, each indented by two spaces.
+    pub device_yaml: String,
+    /// Extra environment of the agent process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running agent and the files it owns.
@@ -128,7 +132,7 @@ impl AgentProcess {
              api: {{listen: \"127.0.0.1:0\", socket: {socket}}}\n\
              monitoring: {{metrics_enabled: true, metrics_address: 127.0.0.1, metrics_port: 0}}\n\
              logging: {{level: info, format: {log_format}, file: {log}}}\n\
-             devices:\n  capture_timeout: 2.0\n  simulated:\n{devices}\n{extra}\n",
+             devices:\n  capture_timeout: 2.0\n{device_yaml}  simulated:\n{devices}\n{extra}\n",
             agent_id = options.agent_id.as_deref().unwrap_or("test-agent"),
             site = options.site.as_deref().unwrap_or("test-site"),
             db = db.display(),
@@ -142,6 +146,7 @@ impl AgentProcess {
                 .map(|d| format!("    - {d}\n"))
                 .collect::<String>(),
             extra = options.extra_yaml,
+            device_yaml = options.device_yaml,
         );
         std::fs::write(&config, yaml).unwrap();
         let notify_path = root.join("notify.sock");
@@ -179,6 +184,7 @@ impl AgentProcess {
             .env_remove("WATCHDOG_PID")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        command.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         if let Some(usec) = self.options.watchdog_usec {
             command.env("WATCHDOG_USEC", usec.to_string());
         }

@@ -84,9 +84,15 @@ impl Slot {
         self.changed.notify_all();
     }
 
-    /// Producer: reports the link state.
+    /// Producer: reports the link state. A lost or ended link also discards the frame not
+    /// yet taken: a capture minutes after an unplug must not be answered with the last picture
+    /// from before it.
     pub fn set_link(&self, link: Link) {
-        self.lock().link = link;
+        let mut s = self.lock();
+        if matches!(link, Link::Lost { .. } | Link::Ended) {
+            s.latest = None;
+        }
+        s.link = link;
         self.changed.notify_all();
     }
 
@@ -152,6 +158,25 @@ mod tests {
 
     fn frame(value: u8) -> VideoFrame {
         VideoFrame::new(1, 1, PixelFormat::Gray8, vec![value]).unwrap()
+    }
+
+    #[test]
+    fn a_frame_from_before_a_lost_link_is_never_served_after_it() {
+        let slot = Slot::default();
+        slot.publish(frame(1));
+        slot.set_link(Link::Lost {
+            reason: "unplugged".into(),
+            attempts: 1,
+        });
+        match slot.wait_newer(0, Duration::from_millis(10)) {
+            Waited::Nothing(Link::Lost { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        slot.publish(frame(2));
+        match slot.wait_newer(0, Duration::from_millis(10)) {
+            Waited::Frame(f, _) => assert_eq!(f.data, [2]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
