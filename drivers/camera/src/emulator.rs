@@ -58,6 +58,8 @@ pub struct VirtualCamera {
     pub bus: String,
     /// A UVC metadata node instead of a capture node.
     pub metadata: bool,
+    /// Frames after which the camera hangs (stays plugged in but sends nothing).
+    pub stall_after: Option<u64>,
     /// Modes, each with the file whose bytes every frame carries (a JPEG for MJPEG, raw
     /// pixels otherwise).
     pub modes: Vec<(Fourcc, u32, u32, u32, PathBuf)>,
@@ -70,6 +72,7 @@ impl VirtualCamera {
             card: card.into(),
             bus: bus.into(),
             metadata: false,
+            stall_after: None,
             modes: Vec::new(),
         }
     }
@@ -94,6 +97,9 @@ impl VirtualCamera {
         let mut text = format!("card {}\nbus {}\n", self.card, self.bus);
         if self.metadata {
             text.push_str("metadata\n");
+        }
+        if let Some(n) = self.stall_after {
+            text.push_str(&format!("stall_after {n}\n"));
         }
         for (fourcc, width, height, fps, payload) in &self.modes {
             let code = String::from_utf8_lossy(&fourcc.code())

@@ -419,11 +419,24 @@ impl UvcDevice {
     }
 }
 
+/// How long closing a camera waits for its capture thread.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
 impl Drop for UvcDevice {
     fn drop(&mut self) {
         self.slot.request_stop();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        // nokhwa waits for a frame without a timeout, so the thread of a hung camera cannot
+        // see the stop request. It is left behind rather than blocking the agent's shutdown;
+        // it ends by itself once the camera sends a frame or is unplugged.
+        let start = std::time::Instant::now();
+        while !reader.is_finished() && start.elapsed() < STOP_WAIT {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if reader.is_finished() {
+            let _ = reader.join();
         }
     }
 }

@@ -21,6 +21,8 @@ use apg_device::{
 
 const BUS: &str = "usb-0000:00:14.0-3";
 const CHILD: &str = "APG_VCAM_CHILD";
+/// The longest a child may run.
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `body` in a child process where vcam answers for the cameras described in the
 /// directory it is given.
@@ -31,7 +33,9 @@ fn with_emulator(test: &str, body: impl FnOnce(&Path)) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
+    // Output goes to files, so the child never blocks on a full pipe while we wait for it.
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(
             "LD_PRELOAD",
@@ -39,13 +43,33 @@ fn with_emulator(test: &str, body: impl FnOnce(&Path)) {
         )
         .env(emulator::DIR_VAR, dir.path())
         .env(CHILD, "1")
-        .output()
+        .stdout(log("child.out"))
+        .stderr(log("child.err"))
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A hang (a capture thread nobody can stop) must fail the test, not stall the suite.
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let (stdout, stderr) = (read("child.out"), read("child.err"));
     assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} failed under the V4L2 emulator:\n{stdout}\n{stderr}"
+        status.is_some_and(|s| s.success()) && stdout.contains("1 passed"),
+        "{test} failed under the V4L2 emulator ({}):\n{stdout}\n{stderr}",
+        if status.is_none() {
+            "killed after 60 s"
+        } else {
+            "exited"
+        }
     );
 }
 
@@ -312,4 +336,49 @@ fn cameras_plugged_in_and_out_later_are_reported() {
             other => panic!("{other:?}"),
         }
     });
+}
+
+#[test]
+fn a_hung_camera_times_out_and_closing_it_does_not_hang() {
+    with_emulator(
+        "a_hung_camera_times_out_and_closing_it_does_not_hang",
+        |dir| {
+            let jpeg = payload(dir, "card.jpg", &test_card_jpeg());
+            VirtualCamera {
+                stall_after: Some(5),
+                ..VirtualCamera::new("Kiosk HD Camera", BUS).mode(
+                    Fourcc::Mjpeg,
+                    640,
+                    480,
+                    30,
+                    &jpeg,
+                )
+            }
+            .plug(dir, "video0");
+            let mut camera = UvcProvider::with_dev_dir(dir, Wanted::default())
+                .open("uvc-usb-0000-00-14-0-3")
+                .unwrap();
+            one_frame(camera.as_mut());
+            // The newest of the five frames may still wait in the slot; then nothing comes.
+            let mut frames = 1;
+            let err = loop {
+                match camera.capture(&CancelToken::new(), Duration::from_millis(500)) {
+                    Ok(_) => frames += 1,
+                    Err(e) => break e,
+                }
+            };
+            assert!(
+                frames <= 5,
+                "{frames} frames from a camera that hung after 5"
+            );
+            assert!(matches!(err, CaptureError::Timeout { .. }), "{err:?}");
+            let start = Instant::now();
+            drop(camera);
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "closing took {:?}",
+                start.elapsed()
+            );
+        },
+    );
 }

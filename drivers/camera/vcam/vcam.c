@@ -19,6 +19,8 @@
  *   format <FOURCC> <w> <h> <fps> <payload file>
  *                                     one mode; every frame in it carries the payload file
  *                                     (a JPEG for MJPG, raw pixels for YUYV, GREY, Y16)
+ *   stall_after <n>                   after n frames no more come, though the camera stays
+ *                                     plugged in (a hung camera firmware)
  *
  * Behaviour follows the V4L2 memory-mapped streaming I/O rules: REQBUFS allocates up to four
  * buffers, QUERYBUF gives each an mmap offset, QBUF/DQBUF move them between the driver's and
@@ -57,6 +59,7 @@ struct camera {
     char desc[512];
     char card[32], bus[32];
     int metadata;
+    long stall_after; /* frames before the camera hangs; -1: never */
     struct mode modes[MAX_MODES];
     int nmodes;
     int current;   /* index into modes */
@@ -148,6 +151,8 @@ static int parse_description(struct camera *cam) {
             snprintf(cam->bus, sizeof cam->bus, "%.31s", line + 4);
         } else if (strcmp(line, "metadata") == 0) {
             cam->metadata = 1;
+        } else if (strncmp(line, "stall_after ", 12) == 0) {
+            cam->stall_after = atol(line + 12);
         } else if (strncmp(line, "format ", 7) == 0 && cam->nmodes < MAX_MODES) {
             struct mode *m = &cam->modes[cam->nmodes];
             char code[8];
@@ -174,6 +179,7 @@ static int open_camera(const char *desc, int flags) {
     struct camera *cam = calloc(1, sizeof *cam);
     if (!cam) { errno = ENOMEM; return -1; }
     snprintf(cam->desc, sizeof cam->desc, "%s", desc);
+    cam->stall_after = -1;
     if (parse_description(cam) != 0) { free(cam); errno = ENOENT; return -1; }
     /* A real descriptor number, so nothing else in the process is handed the same one. */
     cam->fd = real_open("/dev/null", O_RDWR | (flags & O_CLOEXEC));
@@ -309,6 +315,10 @@ static long long now_nanos(void) {
     return nanos(&t);
 }
 
+static int stalled(const struct camera *cam) {
+    return cam->stall_after >= 0 && cam->sequence >= (uint32_t)cam->stall_after;
+}
+
 static long long wait_left(const struct camera *cam) {
     long long left = nanos(&cam->due) - now_nanos();
     return left > 0 ? left : 0;
@@ -321,7 +331,7 @@ static void sleep_nanos(long long n) {
 
 static int dequeue(struct camera *cam, struct v4l2_buffer *b) {
     if (!cam->streaming) return EINVAL;
-    if (cam->queued == 0) return EAGAIN;
+    if (cam->queued == 0 || stalled(cam)) return EAGAIN;
     long long left = wait_left(cam);
     if (left > 0) {
         if (cam->nonblocking) return EAGAIN;
@@ -636,6 +646,24 @@ int poll(struct pollfd *fds, nfds_t count, int timeout) {
         fds[0].revents = unplugged(cam) ? POLLERR | POLLHUP : POLLERR;
         pthread_mutex_unlock(&lock);
         return 1;
+    }
+    if (stalled(cam)) {
+        /* No frame will come: wait out the timeout (forever when it is -1), as a driver whose
+         * camera hung does, but wake for an unplug. */
+        pthread_mutex_unlock(&lock);
+        for (long long waited = 0; timeout < 0 || waited < timeout; waited += 50) {
+            sleep_nanos(50 * 1000000LL);
+            pthread_mutex_lock(&lock);
+            cam = find(fds[0].fd);
+            int gone = !cam || unplugged(cam);
+            pthread_mutex_unlock(&lock);
+            if (gone) {
+                fds[0].revents = POLLERR | POLLHUP;
+                return 1;
+            }
+        }
+        fds[0].revents = 0;
+        return 0;
     }
     long long left = wait_left(cam);
     pthread_mutex_unlock(&lock);
