@@ -20,6 +20,8 @@ use apg_device::{
 };
 
 const BUS: &str = "usb-0000:00:14.0-3";
+/// The device id the driver derives from BUS.
+const ID: &str = "uvc-usb-0000-00-14-0-3";
 const CHILD: &str = "APG_VCAM_CHILD";
 /// The longest a child may run.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
@@ -104,6 +106,18 @@ fn one_frame(device: &mut dyn CaptureDevice) -> VideoFrame {
     }
 }
 
+/// Opens the one camera, preferring infrared modes, and takes a frame.
+fn one_infrared_frame(dir: &Path) -> VideoFrame {
+    let ir = Wanted {
+        infrared: true,
+        ..Wanted::default()
+    };
+    let provider = UvcProvider::with_dev_dir(dir, ir);
+    assert!(provider.list()[0].capabilities.infrared);
+    let mut camera = provider.open(ID).unwrap();
+    one_frame(camera.as_mut())
+}
+
 fn rgb_at(frame: &VideoFrame, x: u32, y: u32) -> [u8; 3] {
     let i = ((y * frame.width + x) * 3) as usize;
     [frame.data[i], frame.data[i + 1], frame.data[i + 2]]
@@ -139,7 +153,7 @@ fn enumeration_lists_capture_nodes_with_their_modes_and_skips_metadata_nodes() {
 
             let listed = UvcProvider::with_dev_dir(dir, Wanted::default()).list();
             assert_eq!(listed.len(), 1);
-            assert_eq!(listed[0].id, "uvc-usb-0000-00-14-0-3");
+            assert_eq!(listed[0].id, ID);
             assert_eq!(listed[0].driver, "uvc");
             assert!(listed[0].capabilities.image);
             assert!(!listed[0].capabilities.infrared);
@@ -157,7 +171,7 @@ fn an_mjpeg_camera_streams_decoded_rgb_frames() {
             .mode(Fourcc::Mjpeg, 320, 240, 30, &jpeg)
             .plug(dir, "video0");
         let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
-        let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+        let mut camera = provider.open(ID).unwrap();
         let first = one_frame(camera.as_mut());
         let second = one_frame(camera.as_mut());
         for frame in [&first, &second] {
@@ -194,7 +208,7 @@ fn a_yuyv_camera_streams_converted_rgb_frames() {
             .mode(Fourcc::Yuyv, 640, 480, 30, &raw)
             .plug(dir, "video2");
         let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
-        let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+        let mut camera = provider.open(ID).unwrap();
         let frame = one_frame(camera.as_mut());
         assert_eq!(
             (frame.width, frame.height, frame.format),
@@ -217,14 +231,7 @@ fn an_infrared_camera_streams_grey_frames_marked_infrared() {
                 .mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg)
                 .mode(Fourcc::Grey, 640, 360, 30, &raw)
                 .plug(dir, "video0");
-            let ir = Wanted {
-                infrared: true,
-                ..Wanted::default()
-            };
-            let provider = UvcProvider::with_dev_dir(dir, ir);
-            assert!(provider.list()[0].capabilities.infrared);
-            let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
-            let frame = one_frame(camera.as_mut());
+            let frame = one_infrared_frame(dir);
             assert_eq!(
                 (frame.width, frame.height, frame.format),
                 (640, 360, PixelFormat::Gray8)
@@ -245,14 +252,7 @@ fn a_y16_infrared_camera_streams_sixteen_bit_frames() {
         VirtualCamera::new("Depth IR", BUS)
             .mode(Fourcc::Y16, 320, 240, 30, &raw)
             .plug(dir, "video0");
-        let ir = Wanted {
-            infrared: true,
-            ..Wanted::default()
-        };
-        let mut camera = UvcProvider::with_dev_dir(dir, ir)
-            .open("uvc-usb-0000-00-14-0-3")
-            .unwrap();
-        let frame = one_frame(camera.as_mut());
+        let frame = one_infrared_frame(dir);
         assert_eq!(
             (frame.width, frame.height, frame.format),
             (320, 240, PixelFormat::Gray16)
@@ -272,7 +272,7 @@ fn an_unplugged_camera_is_reported_and_found_again_under_another_node() {
                 VirtualCamera::new("Kiosk HD Camera", BUS).mode(Fourcc::Mjpeg, 640, 480, 30, &jpeg);
             let node = camera_in_port_3.plug(dir, "video0");
             let provider = UvcProvider::with_dev_dir(dir, Wanted::default());
-            let mut camera = provider.open("uvc-usb-0000-00-14-0-3").unwrap();
+            let mut camera = provider.open(ID).unwrap();
             one_frame(camera.as_mut());
 
             std::fs::remove_file(node).unwrap();
@@ -294,7 +294,7 @@ fn an_unplugged_camera_is_reported_and_found_again_under_another_node() {
             );
             let message = err.to_string();
             assert!(
-                message.contains("uvc-usb-0000-00-14-0-3") && message.contains("camera lost"),
+                message.contains(ID) && message.contains("camera lost"),
                 "{message}"
             );
 
@@ -327,12 +327,12 @@ fn cameras_plugged_in_and_out_later_are_reported() {
             .plug(dir, "video0");
         let wait = apg_camera::uvc::RESCAN * 3;
         match rx.recv_timeout(wait).unwrap() {
-            HotplugEvent::Arrived(info) => assert_eq!(info.id, "uvc-usb-0000-00-14-0-3"),
+            HotplugEvent::Arrived(info) => assert_eq!(info.id, ID),
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(node).unwrap();
         match rx.recv_timeout(wait).unwrap() {
-            HotplugEvent::Left { id } => assert_eq!(id, "uvc-usb-0000-00-14-0-3"),
+            HotplugEvent::Left { id } => assert_eq!(id, ID),
             other => panic!("{other:?}"),
         }
     });
@@ -356,7 +356,7 @@ fn a_hung_camera_times_out_and_closing_it_does_not_hang() {
             }
             .plug(dir, "video0");
             let mut camera = UvcProvider::with_dev_dir(dir, Wanted::default())
-                .open("uvc-usb-0000-00-14-0-3")
+                .open(ID)
                 .unwrap();
             one_frame(camera.as_mut());
             // The newest of the five frames may still wait in the slot; then nothing comes.

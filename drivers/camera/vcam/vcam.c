@@ -201,34 +201,23 @@ static int open_camera(const char *desc, int flags) {
     return cam->fd;
 }
 
-static int open_common(const char *path, int flags, mode_t mode) {
+int open(const char *path, int flags, ...) {
     resolve();
     char desc[512];
     if (description_for(path, desc, sizeof desc)) return open_camera(desc, flags);
+    /* The mode argument exists only with O_CREAT or O_TMPFILE. */
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = va_arg(ap, mode_t);
+        va_end(ap);
+    }
     return real_open(path, flags, mode);
 }
 
-int open(const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    return open_common(path, flags, mode);
-}
-
-int open64(const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    return open_common(path, flags, mode);
-}
+/* glibc's large-file names: the same calls on 64-bit systems. */
+int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
 int close(int fd) {
     resolve();
@@ -618,9 +607,8 @@ void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
     return result;
 }
 
-void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off_t offset) {
-    return mmap(addr, length, prot, flags, fd, offset);
-}
+void *mmap64(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+    __attribute__((alias("mmap")));
 
 int munmap(void *addr, size_t length) {
     resolve();
