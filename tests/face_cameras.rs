@@ -1,12 +1,17 @@
-//! Faces from a UVC camera through the whole agent. The camera is vcam (drivers/camera/vcam),
-//! a user-space V4L2 device preloaded into the agent process, streaming MJPEG frames of a real
-//! photo (deepface img1): the agent finds it through its UVC provider, enrolls and verifies
-//! from it through the real v4l/nokhwa streaming path, reports the unplug, and works again
-//! once the camera is back under another node number.
+//! Faces from the real camera drivers through the whole agent.
+//!
+//! - A UVC camera: vcam (drivers/camera/vcam), a user-space V4L2 device preloaded into the
+//!   agent process, streams MJPEG frames of a real photo (deepface img1). The agent finds it
+//!   through its UVC provider, enrolls and verifies from it through the real v4l/nokhwa
+//!   streaming path, reports the unplug, and works again once the camera is back under
+//!   another node number.
+//! - A door camera configured in `devices.streams`: a video file encoded from a real photo,
+//!   read through ffmpeg.
 
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apg_camera::emulator::{self, VirtualCamera};
@@ -158,5 +163,73 @@ fn enroll_and_verify_from_a_uvc_camera_through_unplug_and_replug() {
     }
     let log = agent.log_text();
     assert!(log.contains("Device unplugged"), "hotplug left no trace");
+    agent.stop();
+}
+
+#[test]
+fn enroll_and_verify_from_a_video_stream_camera() {
+    let dir = tempfile::Builder::new()
+        .prefix("apg-stream-camera")
+        .tempdir()
+        .unwrap();
+    let still = dir.path().join("still.png");
+    camera_frame(
+        &common::shared_dir().join("data/face/deepface/img1.jpg"),
+        &still,
+    );
+    let video = dir.path().join("door.mp4");
+    let encoded = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-loop", "1", "-i"])
+        .arg(&still)
+        .args([
+            "-t", "2", "-r", "10", "-pix_fmt", "yuv420p", "-c:v", "mpeg4", "-q:v", "2",
+        ])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg must be installed (Debian package ffmpeg)");
+    assert!(encoded.success(), "ffmpeg could not encode the door video");
+
+    let mut agent = AgentProcess::prepare(Options {
+        extra_yaml: "biometric_engines: {face: {enabled: true, enroll_captures: 1}}\n".into(),
+        device_yaml: format!(
+            "  uvc: {{enabled: false}}\n  streams:\n    - {{id: door-stream, url: {}}}\n",
+            video.display()
+        ),
+        ..Options::default()
+    });
+    agent.spawn();
+    agent.wait_ready(Duration::from_secs(120));
+    let created = agent.socket_request(
+        "POST",
+        &format!("{PREFIX}/subjects"),
+        Some(&json!({ "external_id": "dave" })),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    // The first capture starts ffmpeg, which can outlast the 2 s capture timeout on a busy
+    // machine; the camera stays open, so the next attempt gets frames.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let enrolled = loop {
+        let reply = agent.socket_request(
+            "POST",
+            &format!("{PREFIX}/subjects/dave/enroll"),
+            Some(&json!({ "device_id": "door-stream" })),
+        );
+        if reply.status != 504 || Instant::now() > deadline {
+            break reply;
+        }
+    };
+    assert_eq!(
+        enrolled.status, 201,
+        "enroll from the stream: {}",
+        enrolled.text
+    );
+    assert_eq!(enrolled.json["modality"], "face", "{}", enrolled.text);
+    let verified = agent.socket_request(
+        "POST",
+        &format!("{PREFIX}/verify"),
+        Some(&json!({ "subject_id": "dave", "device_id": "door-stream" })),
+    );
+    assert_eq!(verified.status, 200, "{}", verified.text);
+    assert_eq!(verified.json["decision"], "accepted", "{}", verified.text);
     agent.stop();
 }
