@@ -1,6 +1,6 @@
 //! UVC cameras through V4L2: enumeration and format choice with the `v4l` crate, streaming
 //! with nokhwa's V4L2 backend for colour modes and with the `v4l` crate's memory-mapped
-//! stream for infrared (gray) modes, which nokhwa 0.10 cannot open (see [`stream_gray`]).
+//! stream for infrared (gray) modes, which nokhwa 0.10 cannot open (see `stream_gray`).
 //!
 //! Enumeration lists `/dev/video*` nodes that can capture video: UVC cameras also create
 //! metadata nodes (`META_CAPTURE`) and some devices expose output nodes, which are skipped.
