@@ -354,22 +354,12 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
     }
     let mut seen = HashSet::new();
     for (i, dev) in d.simulated.iter().enumerate() {
-        let at = format!("devices.simulated[{i}].id");
-        if !is_device_id(&dev.id) {
-            push(
-                problems,
-                &at,
-                format!("{:?}", dev.id),
-                "letters, digits, '-' or '_'",
-            );
-        } else if !seen.insert(dev.id.clone()) {
-            push(
-                problems,
-                &at,
-                format!("{:?}", dev.id),
-                "an id not used by another device",
-            );
-        }
+        check_device_id(
+            &dev.id,
+            &format!("devices.simulated[{i}].id"),
+            &mut seen,
+            problems,
+        );
         if !(100..=2000).contains(&dev.dpi) {
             push(
                 problems,
@@ -421,21 +411,7 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
     check_uvc(&d.uvc, problems);
     for (i, camera) in d.streams.iter().enumerate() {
         let at = |key: &str| format!("devices.streams[{i}].{key}");
-        if !is_device_id(&camera.id) {
-            push(
-                problems,
-                &at("id"),
-                format!("{:?}", camera.id),
-                "letters, digits, '-' or '_'",
-            );
-        } else if !seen.insert(camera.id.clone()) {
-            push(
-                problems,
-                &at("id"),
-                format!("{:?}", camera.id),
-                "an id not used by another device",
-            );
-        }
+        check_device_id(&camera.id, &at("id"), &mut seen, problems);
         if camera.url.trim().is_empty() {
             push(
                 problems,
@@ -463,11 +439,27 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
     }
 }
 
-fn is_device_id(id: &str) -> bool {
-    !id.is_empty()
+/// A device id the agent can use in URLs and logs, and not taken by another device.
+fn check_device_id(id: &str, at: &str, seen: &mut HashSet<String>, problems: &mut Vec<Problem>) {
+    let well_formed = !id.is_empty()
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !well_formed {
+        push(
+            problems,
+            at,
+            format!("{id:?}"),
+            "letters, digits, '-' or '_'",
+        );
+    } else if !seen.insert(id.to_owned()) {
+        push(
+            problems,
+            at,
+            format!("{id:?}"),
+            "an id not used by another device",
+        );
+    }
 }
 
 fn check_uvc(uvc: &crate::config::UvcCameras, problems: &mut Vec<Problem>) {
