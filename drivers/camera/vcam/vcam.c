@@ -235,6 +235,32 @@ int close(int fd) {
 
 /* ---- formats ---- */
 
+/* What makes two modes distinct in each enumeration ioctl: ENUM_FMT lists formats,
+ * ENUM_FRAMESIZES the sizes of one format, ENUM_FRAMEINTERVALS the rates of one size. */
+enum level { BY_FORMAT, BY_SIZE, BY_RATE };
+
+static int same_up_to(const struct mode *a, const struct mode *b, enum level level) {
+    if (a->fourcc != b->fourcc) return 0;
+    if (level == BY_FORMAT) return 1;
+    if (a->width != b->width || a->height != b->height) return 0;
+    return level == BY_SIZE || a->fps == b->fps;
+}
+
+/* The index-th mode that is distinct at `level` among those equal to `within` one level up
+ * (every mode for BY_FORMAT); NULL past the end. */
+static const struct mode *nth_distinct(const struct camera *cam, enum level level,
+                                       const struct mode *within, uint32_t index) {
+    uint32_t seen = 0;
+    for (int i = 0; i < cam->nmodes; i++) {
+        const struct mode *m = &cam->modes[i];
+        if (level != BY_FORMAT && !same_up_to(m, within, level - 1)) continue;
+        int repeated = 0;
+        for (int j = 0; j < i; j++) repeated |= same_up_to(&cam->modes[j], m, level);
+        if (!repeated && seen++ == index) return m;
+    }
+    return NULL;
+}
+
 static size_t image_size(const struct mode *m) {
     switch (m->fourcc) {
     case V4L2_PIX_FMT_GREY: return (size_t)m->width * m->height;
@@ -376,59 +402,33 @@ static int camera_ioctl(struct camera *cam, unsigned long request, void *arg) {
     case VIDIOC_ENUM_FMT: {
         struct v4l2_fmtdesc *d = arg;
         if (cam->metadata || d->type != V4L2_BUF_TYPE_VIDEO_CAPTURE) return EINVAL;
-        uint32_t seen = 0;
-        for (int i = 0; i < cam->nmodes; i++) {
-            int first = 1;
-            for (int j = 0; j < i; j++)
-                if (cam->modes[j].fourcc == cam->modes[i].fourcc) first = 0;
-            if (!first) continue;
-            if (seen++ == d->index) {
-                uint32_t fourcc = cam->modes[i].fourcc;
-                d->pixelformat = fourcc;
-                d->flags = fourcc == V4L2_PIX_FMT_MJPEG ? V4L2_FMT_FLAG_COMPRESSED : 0;
-                snprintf((char *)d->description, sizeof d->description, "%.4s",
-                         (const char *)&fourcc);
-                return 0;
-            }
-        }
-        return EINVAL;
+        const struct mode *m = nth_distinct(cam, BY_FORMAT, NULL, d->index);
+        if (!m) return EINVAL;
+        d->pixelformat = m->fourcc;
+        d->flags = m->fourcc == V4L2_PIX_FMT_MJPEG ? V4L2_FMT_FLAG_COMPRESSED : 0;
+        snprintf((char *)d->description, sizeof d->description, "%.4s",
+                 (const char *)&m->fourcc);
+        return 0;
     }
     case VIDIOC_ENUM_FRAMESIZES: {
         struct v4l2_frmsizeenum *s = arg;
-        uint32_t seen = 0;
-        for (int i = 0; i < cam->nmodes; i++) {
-            const struct mode *m = &cam->modes[i];
-            if (m->fourcc != s->pixel_format) continue;
-            int first = 1;
-            for (int j = 0; j < i; j++)
-                if (cam->modes[j].fourcc == m->fourcc && cam->modes[j].width == m->width &&
-                    cam->modes[j].height == m->height)
-                    first = 0;
-            if (!first) continue;
-            if (seen++ == s->index) {
-                s->type = V4L2_FRMSIZE_TYPE_DISCRETE;
-                s->discrete.width = m->width;
-                s->discrete.height = m->height;
-                return 0;
-            }
-        }
-        return EINVAL;
+        struct mode within = {.fourcc = s->pixel_format};
+        const struct mode *m = nth_distinct(cam, BY_SIZE, &within, s->index);
+        if (!m) return EINVAL;
+        s->type = V4L2_FRMSIZE_TYPE_DISCRETE;
+        s->discrete.width = m->width;
+        s->discrete.height = m->height;
+        return 0;
     }
     case VIDIOC_ENUM_FRAMEINTERVALS: {
         struct v4l2_frmivalenum *v = arg;
-        uint32_t seen = 0;
-        for (int i = 0; i < cam->nmodes; i++) {
-            const struct mode *m = &cam->modes[i];
-            if (m->fourcc != v->pixel_format || m->width != v->width || m->height != v->height)
-                continue;
-            if (seen++ == v->index) {
-                v->type = V4L2_FRMIVAL_TYPE_DISCRETE;
-                v->discrete.numerator = 1;
-                v->discrete.denominator = m->fps;
-                return 0;
-            }
-        }
-        return EINVAL;
+        struct mode within = {.fourcc = v->pixel_format, .width = v->width, .height = v->height};
+        const struct mode *m = nth_distinct(cam, BY_RATE, &within, v->index);
+        if (!m) return EINVAL;
+        v->type = V4L2_FRMIVAL_TYPE_DISCRETE;
+        v->discrete.numerator = 1;
+        v->discrete.denominator = m->fps;
+        return 0;
     }
     case VIDIOC_G_FMT: {
         struct v4l2_format *f = arg;
