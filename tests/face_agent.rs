@@ -50,18 +50,9 @@ fn verify(agent: &AgentProcess, subject: &str, photo: &str) -> common::Reply {
 #[test]
 fn enroll_from_the_camera_then_verify_identify_and_refuse_a_photo_attack() {
     let (agent, _camera) = face_agent();
-    let created = agent.socket_request(
-        "POST",
-        &format!("{PREFIX}/subjects"),
-        Some(&json!({ "external_id": "bob" })),
-    );
-    assert_eq!(created.status, 201, "create subject: {}", created.text);
-    let enrolled = agent.socket_request(
-        "POST",
-        &format!("{PREFIX}/subjects/bob/enroll"),
-        // No modality: the agent takes it from the device, a camera.
-        Some(&json!({ "device_id": "camera-1" })),
-    );
+    agent.create_subject("bob");
+    // No modality: the agent takes it from the device, a camera.
+    let enrolled = agent.enroll_from_device("bob", "camera-1");
     assert_eq!(
         enrolled.status, 201,
         "enroll from the camera: {}",

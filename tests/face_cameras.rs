@@ -103,17 +103,8 @@ fn enroll_and_verify_from_a_uvc_camera_through_unplug_and_replug() {
     assert_eq!(entry["driver"], "uvc", "{entry}");
     assert_eq!(entry["model"], "Kiosk Face Camera", "{entry}");
 
-    let created = agent.socket_request(
-        "POST",
-        &format!("{PREFIX}/subjects"),
-        Some(&json!({ "external_id": "carol" })),
-    );
-    assert_eq!(created.status, 201, "{}", created.text);
-    let enrolled = agent.socket_request(
-        "POST",
-        &format!("{PREFIX}/subjects/carol/enroll"),
-        Some(&json!({ "device_id": CAMERA })),
-    );
+    agent.create_subject("carol");
+    let enrolled = agent.enroll_from_device("carol", CAMERA);
     assert_eq!(enrolled.status, 201, "enroll from UVC: {}", enrolled.text);
     assert_eq!(enrolled.json["modality"], "face", "{}", enrolled.text);
 
@@ -199,21 +190,12 @@ fn enroll_and_verify_from_a_video_stream_camera() {
     });
     agent.spawn();
     agent.wait_ready(Duration::from_secs(120));
-    let created = agent.socket_request(
-        "POST",
-        &format!("{PREFIX}/subjects"),
-        Some(&json!({ "external_id": "dave" })),
-    );
-    assert_eq!(created.status, 201, "{}", created.text);
+    agent.create_subject("dave");
     // The first capture starts ffmpeg, which can outlast the 2 s capture timeout on a busy
     // machine; the camera stays open, so the next attempt gets frames.
     let deadline = Instant::now() + Duration::from_secs(30);
     let enrolled = loop {
-        let reply = agent.socket_request(
-            "POST",
-            &format!("{PREFIX}/subjects/dave/enroll"),
-            Some(&json!({ "device_id": "door-stream" })),
-        );
+        let reply = agent.enroll_from_device("dave", "door-stream");
         if reply.status != 504 || Instant::now() > deadline {
             break reply;
         }

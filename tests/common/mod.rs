@@ -345,14 +345,29 @@ impl AgentProcess {
             .to_owned()
     }
 
-    /// Creates a subject and enrolls it from the simulated reader.
-    pub fn enroll_from_reader(&self, external_id: &str) -> Reply {
+    /// Creates a subject; the agent must answer 201.
+    pub fn create_subject(&self, external_id: &str) {
         let reply = self.socket_request(
             "POST",
             &format!("{PREFIX}/subjects"),
             Some(&json!({ "external_id": external_id })),
         );
         assert_eq!(reply.status, 201, "create subject: {}", reply.text);
+    }
+
+    /// Enrolls an existing subject from `device`, naming no modality: the agent takes it from
+    /// the device.
+    pub fn enroll_from_device(&self, external_id: &str, device: &str) -> Reply {
+        self.socket_request(
+            "POST",
+            &format!("{PREFIX}/subjects/{external_id}/enroll"),
+            Some(&json!({ "device_id": device })),
+        )
+    }
+
+    /// Creates a subject and enrolls it from the simulated reader.
+    pub fn enroll_from_reader(&self, external_id: &str) -> Reply {
+        self.create_subject(external_id);
         self.socket_request(
             "POST",
             &format!("{PREFIX}/subjects/{external_id}/enroll"),
