@@ -19,17 +19,20 @@ fn push(problems: &mut Vec<Problem>, path: &str, value: impl ToString, allowed: 
     problems.push(Problem::new(path, value.to_string(), allowed));
 }
 
+/// Not empty, and only ASCII letters, digits, '-' and '_': safe in MQTT topics, URLs and logs.
+fn is_plain_name(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 fn check_identity(config: &Config, problems: &mut Vec<Problem>) {
     for (path, value) in [
         ("agent.id", &config.agent.id),
         ("agent.site", &config.agent.site),
     ] {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
+        if !is_plain_name(value) || value.len() > 64 {
             // Both appear in MQTT topic names, where `/`, `+` and `#` have meanings.
             push(
                 problems,
@@ -441,11 +444,7 @@ fn check_devices(config: &Config, problems: &mut Vec<Problem>) {
 
 /// A device id the agent can use in URLs and logs, and not taken by another device.
 fn check_device_id(id: &str, at: &str, seen: &mut HashSet<String>, problems: &mut Vec<Problem>) {
-    let well_formed = !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !well_formed {
+    if !is_plain_name(id) {
         push(
             problems,
             at,
